@@ -1,0 +1,42 @@
+"""The model contract: a two-branch network that embeds ground and aerial images."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.specs import Preprocess
+
+
+class CrossViewModel(nn.Module):
+    """Base class of every method: two branches mapping images to L2-normalised descriptors.
+
+    Subclasses implement ``embed_ground`` and ``embed_aerial`` and set ``preprocess``
+    (the input contract the harness applies) and ``descriptor_dim``. ``forward`` returns a
+    dict so methods with extra outputs (offsets, raw descriptors) fit the same loop.
+    """
+
+    preprocess: Preprocess
+    descriptor_dim: int
+
+    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
+        """Return (B, D) L2-normalised ground descriptors."""
+        raise NotImplementedError
+
+    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
+        """Return (B, D) L2-normalised aerial descriptors."""
+        raise NotImplementedError
+
+    def forward(self, ground: torch.Tensor, aerial: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Embed a batch of pairs; keys 'ground' and 'aerial'."""
+        return {"ground": self.embed_ground(ground), "aerial": self.embed_aerial(aerial)}
+
+    def branches(self) -> dict[str, nn.Module]:
+        """The modules of each branch, for per-branch parameter counts (shared ones in both)."""
+        return {"ground": self, "aerial": self}
+
+
+def l2n(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise along the last dimension."""
+    return F.normalize(x, p=2, dim=-1)
