@@ -1,0 +1,112 @@
+"""The result of one run: a typed record written atomically as one JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from benchmark import __version__
+from benchmark.io import atomic_write
+
+
+class RunResult(BaseModel):
+    """Everything a reader needs to trust, compare and reproduce one run."""
+
+    plugin: str
+    variant: str
+    protocol: str
+    dataset: str
+    split: str
+    seed: int
+    status: Literal["ok", "failed", "interrupted"]
+    error: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    dataset_info: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=dict)
+    harness_version: str = __version__
+    git_commit: str | None = None
+    started: str = ""
+    finished: str = ""
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    def filename(self) -> str:
+        """Stable file name: one file per (plugin, variant, protocol, dataset, split, seed)."""
+        return f"{self.dataset}-{self.split}__{self.plugin}-{self.variant}-{self.protocol}-seed{self.seed}.json"
+
+
+def now() -> str:
+    """UTC timestamp in ISO format."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """The harness's git commit, when it runs from a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Library versions and the device, so a rerun can be compared."""
+    import numpy
+    import timm
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+    try:
+        import faiss
+
+        env["faiss"] = faiss.__version__
+    except ImportError:
+        env["faiss"] = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def write(result: RunResult, results_dir: Path) -> Path:
+    """Write RESULT atomically under RESULTS_DIR and return its path."""
+    path = Path(results_dir) / result.filename()
+    with atomic_write(path, "w") as fh:
+        json.dump(result.model_dump(mode="json"), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    return path
+
+
+def read_all(results_dir: Path) -> tuple[list[RunResult], list[str]]:
+    """Every valid result under RESULTS_DIR, and a warning line for each unreadable file."""
+    found, warnings = [], []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            found.append(RunResult.model_validate_json(path.read_text()))
+        except (OSError, ValueError) as exc:
+            warnings.append(f"skipped {path}: not a valid result file ({str(exc).splitlines()[0]})")
+    return found, warnings

@@ -1,0 +1,185 @@
+"""Runs (plugin, dataset, split) jobs: build, train, evaluate, profile, record. One failing
+plugin never stops the others; its result says what went wrong."""
+
+from __future__ import annotations
+
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark import checkpoint, results
+from benchmark.config import RunConfig, model_options
+from benchmark.data.base import DatasetBundle
+from benchmark.data.transforms import InputPipeline
+from benchmark.errors import BenchmarkError
+from benchmark.evaluate import evaluate
+from benchmark.model import CrossViewModel
+from benchmark.registry import Registry
+from benchmark.train import train
+from benchmark.weights import load_into, read_state_dict
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError(
+            f"Device {name!r} was requested but CUDA is not available here. Use --device cpu "
+            "or --device auto."
+        )
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch; make CPU kernels deterministic when asked."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+
+
+def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
+    """Build the configured dataset bundle (split checked, --limit applied)."""
+    spec = reg.dataset(cfg.dataset)
+    split = cfg.split or spec.default_split
+    if split not in spec.splits:
+        raise BenchmarkError(
+            f"Dataset {cfg.dataset!r} has no split {split!r}. Its splits: {', '.join(spec.splits)}."
+        )
+    if spec.needs_root and cfg.data_root is None:
+        raise BenchmarkError(
+            f"Dataset {cfg.dataset!r} needs --data-root pointing at the folder you received "
+            f"(see `python -m benchmark datasets check --dataset {cfg.dataset} --data-root PATH`)."
+        )
+    bundle = spec.build(cfg.data_root, split, cfg.dataset_options)
+    if cfg.limit is not None:
+        bundle.train = bundle.train.subset(cfg.limit)
+        bundle.test = bundle.test.subset(cfg.limit)
+    if bundle.train.num_ground < 2 and cfg.epochs > 0:
+        raise BenchmarkError(f"The training split of {cfg.dataset!r} has fewer than 2 pairs.")
+    if bundle.test.num_ground == 0:
+        raise BenchmarkError(f"The test split {split!r} of {cfg.dataset!r} is empty.")
+    return bundle
+
+
+def job_paths(cfg: RunConfig, split: str) -> Path:
+    """Checkpoint directory of this job."""
+    stem = f"{cfg.dataset}-{split}__{cfg.plugin}-{cfg.variant}-{cfg.protocol}-seed{cfg.seed}"
+    return Path(cfg.results_dir) / "checkpoints" / stem
+
+
+def run_job(
+    reg: Registry, cfg: RunConfig, resume: bool = False, weights: Path | None = None,
+) -> results.RunResult:
+    """Run one plugin end to end and return its (ok or failed) result; never raises."""
+    spec = reg.model(cfg.plugin)
+    split = cfg.split or (reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?")
+    result = results.RunResult(
+        plugin=cfg.plugin, variant=cfg.variant, protocol=cfg.protocol, dataset=cfg.dataset,
+        split=split, seed=cfg.seed, status="failed", config=cfg.model_dump(mode="json"),
+        started=results.now(), git_commit=results.git_commit(),
+    )
+    try:
+        device = resolve_device(cfg.device)
+        result.env = results.environment(str(device))
+        result.env["deterministic"] = cfg.deterministic
+        seed_everything(cfg.seed, cfg.deterministic and device.type == "cpu")
+        opts = model_options(spec, cfg)
+        result.model_options = opts.model_dump(mode="json")
+        model: CrossViewModel = spec.build(opts)
+        if weights is not None:
+            load_into(model, read_state_dict(weights), str(weights))
+        bundle = load_dataset(reg, cfg)
+        result.dataset_info = {
+            "train_pairs": bundle.train.num_ground, "test_queries": bundle.test.num_ground,
+            "test_references": bundle.test.num_aerial, **bundle.info,
+        }
+        pipeline = InputPipeline(model.preprocess, bundle.geometry)
+        result.preprocessing = pipeline.describe()
+        loss_fn = reg.loss(cfg.loss).build(**cfg.loss_options)
+        if cfg.epochs > 0:
+            report = train(
+                model, bundle.train, pipeline, cfg, loss_fn, device, job_paths(cfg, split),
+                resume=resume,
+                on_epoch_end=lambda e, logs: reg.pm.hook.benchmark_on_epoch_end(
+                    plugin=cfg.plugin, epoch=e, logs=logs
+                ),
+            )
+            result.train_seconds = report.seconds
+            result.training = {
+                "epochs_completed": report.epochs_completed, "history": report.history,
+                "resumed_from": report.resumed_from,
+                "checkpoint": str(checkpoint.latest(job_paths(cfg, split)).path)
+                if report.epochs_completed else None,
+            }
+        ev = evaluate(model, bundle.test, pipeline, cfg, device, list(reg.metrics.values()))
+        result.metrics = ev.metrics
+        result.eval_seconds = ev.seconds
+        result.training["retrieval_backend"] = ev.backend
+        result.profile = measure_cost(model, device)
+        result.status = "ok"
+    except BenchmarkError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a broken plugin is recorded, not fatal to the others
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.training["traceback"] = traceback.format_exc()
+    result.finished = results.now()
+    return result
+
+
+def measure_cost(model: CrossViewModel, device: torch.device) -> dict[str, Any]:
+    """The cost figures of the profiling module, when it is available."""
+    try:
+        from benchmark.profiling import profile_model
+    except ImportError:
+        return {}
+    return profile_model(model, device)
+
+
+def run_all(reg: Registry, configs: list[RunConfig], resume: bool = False,
+            weights: Path | None = None, debug: bool = False) -> int:
+    """Run every config, write each result, print a summary; exit code 1 if any failed."""
+    failed = 0
+    for cfg in configs:
+        print(f"== {cfg.plugin} [{cfg.variant}, {cfg.protocol} protocol] on {cfg.dataset}", flush=True)
+        result = run_job(reg, cfg, resume=resume, weights=weights)
+        try:
+            path = results.write(result, cfg.results_dir)
+        except OSError as exc:
+            raise BenchmarkError(
+                f"Could not write the result to {str(cfg.results_dir)!r} ({exc.strerror}). "
+                "Choose a writable --results-dir with free space."
+            ) from exc
+        reg.pm.hook.benchmark_on_result(result=result, path=path)
+        print(summary_line(result), flush=True)
+        if result.status != "ok":
+            failed += 1
+            if debug and "traceback" in result.training:
+                print(result.training["traceback"], file=sys.stderr)
+        print(f"   result: {path}", flush=True)
+    if failed:
+        print(f"{failed} of {len(configs)} runs failed; see the result files.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def summary_line(result: results.RunResult) -> str:
+    """One human line: recall, cost and time, or the error."""
+    if result.status != "ok":
+        return f"   FAILED: {result.error}"
+    m, p = result.metrics, result.profile
+    parts = [f"R@1 {m['R@1']:.2f}", f"R@5 {m['R@5']:.2f}", f"R@10 {m['R@10']:.2f}",
+             f"R@1% {m['R@1%']:.2f}"]
+    if p:
+        parts += [f"params {p.get('params_m', 0):.2f} M", f"{p.get('gmacs', 0):.2f} GMACs",
+                  f"latency {p.get('latency_ms', 0):.1f} ms"]
+    parts += [f"train {result.train_seconds:.0f} s", f"eval {result.eval_seconds:.0f} s"]
+    return "   " + " | ".join(parts)

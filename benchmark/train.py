@@ -1,0 +1,182 @@
+"""The training loop: recipe optimizer and schedule, AMP on CUDA only, per-epoch checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from benchmark import checkpoint
+from benchmark.config import RunConfig
+from benchmark.data.base import CrossViewSplit
+from benchmark.data.loader import EpochShuffle, PairDataset, make_loader
+from benchmark.data.transforms import InputPipeline
+from benchmark.errors import TrainingError
+from benchmark.model import CrossViewModel
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+
+@dataclass
+class TrainReport:
+    """What training did: epochs run, wall time, per-epoch mean loss, resume point."""
+
+    epochs_completed: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over trainable parameters (wrapped in ASAM when sam_rho is set)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "sgd":
+        kwargs["momentum"] = 0.9
+    if cfg.sam_rho is not None:
+        from benchmark.sam import SAM
+
+        return SAM(params, OPTIMIZERS[cfg.optimizer], rho=cfg.sam_rho, adaptive=True, **kwargs)
+    return OPTIMIZERS[cfg.optimizer](params, **kwargs)
+
+
+def build_schedule(
+    cfg: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LR factor: linear warm-up, then constant, cosine to 0, or VIGOR's 0.1^(t/150k)."""
+    base = getattr(optimizer, "base_optimizer", optimizer)
+    warm = cfg.warmup_steps
+    schedule = cfg.schedule
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if schedule == "cosine":
+            span = max(1, total_steps - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
+        if schedule == "exponential":
+            return 0.1 ** (step / 150_000)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(base, factor)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    pipeline: InputPipeline,
+    cfg: RunConfig,
+    loss_fn: Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor],
+    device: torch.device,
+    ckpt_dir: Path,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainReport:
+    """Train MODEL on SPLIT for cfg.epochs, checkpointing every epoch; resume if asked."""
+    report = TrainReport()
+    model.to(device)
+    sampler = EpochShuffle(split.num_ground, cfg.seed)
+    batch = min(cfg.batch_size, split.num_ground)
+    loader = make_loader(
+        PairDataset(split, pipeline), batch, cfg.workers, device, sampler=sampler, drop_last=True
+    )
+    steps_per_epoch = len(loader)
+    optimizer = build_optimizer(cfg, model)
+    schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.sam_rho is None)
+    start = 0
+    if resume and (ckpt := checkpoint.latest(ckpt_dir)) is not None:
+        state = checkpoint.load(ckpt, model)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], device)
+        report.history = [dict(h) for h in state["history"]]
+        start = report.resumed_from = ckpt.epoch
+        report.epochs_completed = ckpt.epoch
+    elif not resume:
+        checkpoint.clear(ckpt_dir)
+    t0 = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for step, data in enumerate(bar):
+            data["ground"] = data["ground"].to(device, non_blocking=True)
+            data["aerial"] = data["aerial"].to(device, non_blocking=True)
+
+            def closure(data: dict[str, Any] = data) -> torch.Tensor:
+                ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
+                with ctx:
+                    out = model(data["ground"], data["aerial"])
+                    return loss_fn(out, data)
+
+            loss = closure()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"The loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
+                    f"{cfg.plugin}. Lower the learning rate (--set lr=...), enable gradient "
+                    "clipping (--set grad_clip=1.0) or check the input data."
+                )
+            if cfg.sam_rho is not None:
+                loss.backward()
+                optimizer.first_step(zero_grad=True)
+                closure().backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.second_step(zero_grad=True)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            schedule.step()
+            total += loss.item()
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        logs = {"epoch": epoch + 1, "loss": total / max(1, count), "lr": schedule.get_last_lr()[0]}
+        report.history.append(logs)
+        report.epochs_completed = epoch + 1
+        checkpoint.save(
+            ckpt_dir, epoch + 1, model,
+            {
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(device),
+                "history": report.history,
+            },
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, logs)
+    report.seconds = time.perf_counter() - t0
+    return report
