@@ -10,7 +10,23 @@ from torch import nn
 from benchmark.weights import load_into, read_state_dict, timm_pretrained
 
 VGG16_CFG: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
 )  # conv1_1 .. conv5_3, pool5 dropped
 
 

@@ -23,21 +23,36 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=None, help="folder of the dataset")
     p.add_argument("--split", default=None, help="test split (dataset default otherwise)")
     p.add_argument("--variant", default=None, help="model variant (paper, tiny, ...)")
-    p.add_argument("--protocol", choices=("auto", "quick", "paper"), default="auto",
-                   help="auto = quick on the synthetic world without a GPU, else paper")
+    p.add_argument(
+        "--protocol",
+        choices=("auto", "quick", "paper"),
+        default="auto",
+        help="auto = quick on the synthetic world without a GPU, else paper",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--limit", type=int, default=None, help="cap train and test pairs")
     p.add_argument("--config", type=Path, default=None, help="YAML or TOML settings file")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set model.channel_pool=mean")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set model.channel_pool=mean",
+    )
     p.add_argument("--results-dir", type=Path, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--pretrained", nargs="?", const=True, default=None,
-                   help="ImageNet weights through timm, or a local weights file")
+    p.add_argument(
+        "--pretrained",
+        nargs="?",
+        const=True,
+        default=None,
+        help="ImageNet weights through timm, or a local weights file",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,10 +96,18 @@ def _user_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     user: dict[str, Any] = load_config_file(args.config) if args.config else {}
     flags = {
-        "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
-        "variant": args.variant, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "limit": args.limit, "results_dir": args.results_dir,
-        "device": args.device, "seed": args.seed, "workers": args.workers,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "split": args.split,
+        "variant": args.variant,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "limit": args.limit,
+        "results_dir": args.results_dir,
+        "device": args.device,
+        "seed": args.seed,
+        "workers": args.workers,
     }
     user = merge(user, {k: v for k, v in flags.items() if v is not None})
     if args.pretrained is not None:
@@ -119,7 +142,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     reg = registry()
     if args.format == "json":
-        print(json.dumps({k: sorted(getattr(reg, k)) for k in ("models", "datasets", "losses", "metrics")}))
+        print(
+            json.dumps(
+                {k: sorted(getattr(reg, k)) for k in ("models", "datasets", "losses", "metrics")}
+            )
+        )
         return 0
     for kind in ("models", "datasets", "losses", "metrics"):
         print(f"{kind}:")
@@ -190,8 +217,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "list": cmd_list, "show": cmd_show, "run": cmd_run, "eval": cmd_eval,
-    "profile": cmd_profile, "leaderboard": cmd_leaderboard, "datasets": cmd_datasets,
+    "list": cmd_list,
+    "show": cmd_show,
+    "run": cmd_run,
+    "eval": cmd_eval,
+    "profile": cmd_profile,
+    "leaderboard": cmd_leaderboard,
+    "datasets": cmd_datasets,
 }
 
 

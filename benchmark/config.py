@@ -15,8 +15,17 @@ from benchmark.errors import BenchmarkError
 from benchmark.specs import ModelOptions, ModelSpec
 
 RECIPE_KEYS = (
-    "optimizer", "lr", "weight_decay", "batch_size", "epochs", "schedule", "warmup_steps",
-    "grad_clip", "loss", "loss_options", "sam_rho",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "schedule",
+    "warmup_steps",
+    "grad_clip",
+    "loss",
+    "loss_options",
+    "sam_rho",
 )
 
 # The documented CPU protocol: tiny variants trained from scratch for a few minutes. The
@@ -109,7 +118,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise BenchmarkError(f"Config file {str(path)!r} is not valid YAML{where}: {problem}.") from exc
+        raise BenchmarkError(
+            f"Config file {str(path)!r} is not valid YAML{where}: {problem}."
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -134,7 +145,8 @@ def _check_keys(data: dict[str, Any], fields: dict[str, Any], where: str) -> Non
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise BenchmarkError(
-                f"Unknown setting {where}{key!r}.{hint} Known settings: {', '.join(sorted(fields))}."
+                f"Unknown setting {where}{key!r}.{hint} "
+                f"Known settings: {', '.join(sorted(fields))}."
             )
 
 

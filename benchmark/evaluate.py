@@ -31,8 +31,13 @@ class EvalReport:
 
 
 def extract(
-    model: CrossViewModel, split: CrossViewSplit, view: str, pipeline: InputPipeline,
-    batch_size: int, workers: int, device: torch.device,
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    view: str,
+    pipeline: InputPipeline,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
 ) -> torch.Tensor:
     """(N, D) float32 descriptors of every image of VIEW, in index order."""
     loader = make_loader(ViewDataset(split, view, pipeline), batch_size, workers, device)
@@ -47,8 +52,12 @@ def extract(
 
 
 def evaluate(
-    model: CrossViewModel, split: CrossViewSplit, pipeline: InputPipeline, cfg: RunConfig,
-    device: torch.device, metrics: list[MetricSpec],
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    pipeline: InputPipeline,
+    cfg: RunConfig,
+    device: torch.device,
+    metrics: list[MetricSpec],
 ) -> EvalReport:
     """Extract both views, retrieve for every ground query, compute applicable metrics."""
     t0 = time.perf_counter()
@@ -66,4 +75,3 @@ def evaluate(
     if found.rank_cap is not None:
         values["rank_cap"] = found.rank_cap
     return EvalReport(values, ev, time.perf_counter() - t0, found.backend)
-

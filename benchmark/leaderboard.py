@@ -19,8 +19,14 @@ def collect(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     rows = []
     for r in found:
         row = {
-            "dataset": r.dataset, "split": r.split, "method": r.plugin, "variant": r.variant,
-            "protocol": r.protocol, "seed": r.seed, "status": r.status, "error": r.error,
+            "dataset": r.dataset,
+            "split": r.split,
+            "method": r.plugin,
+            "variant": r.variant,
+            "protocol": r.protocol,
+            "seed": r.seed,
+            "status": r.status,
+            "error": r.error,
         }
         row.update({k: r.metrics.get(k) for k in METRIC_COLUMNS})
         rows.append(row)
@@ -38,9 +44,8 @@ def render(results_dir: Path) -> str:
     ok = df[df.status == "ok"]
     for (dataset, split), part in ok.groupby(["dataset", "split"], sort=True):
         lines += [f"## {dataset} / {split}", ""]
-        table = (
-            part.groupby(["method", "variant", "protocol"], sort=True)[METRIC_COLUMNS]
-            .agg(["mean", "std", "count"])
+        table = part.groupby(["method", "variant", "protocol"], sort=True)[METRIC_COLUMNS].agg(
+            ["mean", "std", "count"]
         )
         body = []
         for (method, variant, protocol), row in table.iterrows():
@@ -52,8 +57,14 @@ def render(results_dir: Path) -> str:
             body.append(cells)
         from tabulate import tabulate
 
-        lines.append(tabulate(body, headers=["method", "variant", "protocol", *METRIC_COLUMNS, "seeds"],
-                              tablefmt="github", disable_numparse=True))
+        lines.append(
+            tabulate(
+                body,
+                headers=["method", "variant", "protocol", *METRIC_COLUMNS, "seeds"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -64,8 +75,11 @@ def leaderboard_command(results_dir: Path, output: Path, check: bool) -> int:
     if check:
         current = output.read_text() if output.is_file() else ""
         if current != text:
-            print(f"{output} is out of date with {results_dir}; run `python -m benchmark leaderboard`.",
-                  file=sys.stderr)
+            print(
+                f"{output} is out of date with {results_dir}; "
+                "run `python -m benchmark leaderboard`.",
+                file=sys.stderr,
+            )
             return 1
         print(f"{output} is up to date.")
         return 0

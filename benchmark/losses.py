@@ -44,7 +44,9 @@ class SoftMarginTriplet:
     def __init__(self, alpha: float = 10.0) -> None:
         self.alpha = alpha
 
-    def __call__(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+    def __call__(
+        self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
+    ) -> torch.Tensor:
         return soft_margin_triplet(outputs["ground"], outputs["aerial"], self.alpha)
 
 

@@ -51,7 +51,9 @@ class Registry:
             message = suggest(name, table, KINDS[kind])
             broken = [p for p in self.load_errors if p == name]
             if broken:
-                message += f" Plugin {name!r} is installed but failed to load: {self.load_errors[name]}"
+                message += (
+                    f" Plugin {name!r} is installed but failed to load: {self.load_errors[name]}"
+                )
             raise BenchmarkError(message)
         return table[name]
 

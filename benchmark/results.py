@@ -44,7 +44,8 @@ class RunResult(BaseModel):
 
     def filename(self) -> str:
         """Stable file name: one file per (plugin, variant, protocol, dataset, split, seed)."""
-        return f"{self.dataset}-{self.split}__{self.plugin}-{self.variant}-{self.protocol}-seed{self.seed}.json"
+        stem = f"{self.plugin}-{self.variant}-{self.protocol}-seed{self.seed}"
+        return f"{self.dataset}-{self.split}__{stem}.json"
 
 
 def now() -> str:

@@ -44,7 +44,10 @@ def _chunk_rows(num_refs: int, memory_bytes: int) -> int:
 
 
 def search_torch(
-    queries: torch.Tensor, refs: torch.Tensor, positives: torch.Tensor, k: int,
+    queries: torch.Tensor,
+    refs: torch.Tensor,
+    positives: torch.Tensor,
+    k: int,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> Retrieval:
     """Exact ranks (ties count as not better) and top-k by chunked matrix products."""
@@ -68,7 +71,11 @@ def search_torch(
 
 
 def search_faiss(
-    queries: np.ndarray, refs: np.ndarray, positives: np.ndarray, k: int, rank_cap: int,
+    queries: np.ndarray,
+    refs: np.ndarray,
+    positives: np.ndarray,
+    k: int,
+    rank_cap: int,
     use_gpu: bool = False,
 ) -> Retrieval:
     """faiss exact inner-product search of the best max(k, rank_cap) references per query."""
@@ -88,26 +95,34 @@ def search_faiss(
     pos_score = np.where(present, scores[np.arange(len(ids)), found.argmax(1)], 0.0)
     missing = ~present
     if missing.any():  # true match beyond the searched depth: score it directly
-        pos_score[missing] = np.einsum(
-            "nd,nd->n", queries[missing], refs[positives[missing]]
-        )
+        pos_score[missing] = np.einsum("nd,nd->n", queries[missing], refs[positives[missing]])
     ranks = (scores > pos_score[:, None]).sum(1)  # = depth when the match was not reached
     return Retrieval(
-        ranks.astype(np.int64), ids[:, :k], scores[:, :k], backend,
+        ranks.astype(np.int64),
+        ids[:, :k],
+        scores[:, :k],
+        backend,
         rank_cap=depth if depth < m else None,
     )
 
 
 def search(
-    queries: torch.Tensor, refs: torch.Tensor, positives: np.ndarray, k: int,
-    rank_cap: int, backend: str = "auto", memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    queries: torch.Tensor,
+    refs: torch.Tensor,
+    positives: np.ndarray,
+    k: int,
+    rank_cap: int,
+    backend: str = "auto",
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> Retrieval:
     """Retrieve with BACKEND ('auto' = faiss when installed, else torch)."""
     if backend == "faiss" or (backend == "auto" and faiss_available()):
         return search_faiss(
-            queries.float().cpu().numpy(), refs.float().cpu().numpy(), np.asarray(positives),
-            k, rank_cap, use_gpu=queries.is_cuda,
+            queries.float().cpu().numpy(),
+            refs.float().cpu().numpy(),
+            np.asarray(positives),
+            k,
+            rank_cap,
+            use_gpu=queries.is_cuda,
         )
-    return search_torch(
-        queries.float(), refs.float(), torch.as_tensor(positives), k, memory_bytes
-    )
+    return search_torch(queries.float(), refs.float(), torch.as_tensor(positives), k, memory_bytes)

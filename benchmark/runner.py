@@ -78,15 +78,27 @@ def job_paths(cfg: RunConfig, split: str) -> Path:
 
 
 def run_job(
-    reg: Registry, cfg: RunConfig, resume: bool = False, weights: Path | None = None,
+    reg: Registry,
+    cfg: RunConfig,
+    resume: bool = False,
+    weights: Path | None = None,
 ) -> results.RunResult:
     """Run one plugin end to end and return its (ok or failed) result; never raises."""
     spec = reg.model(cfg.plugin)
-    split = cfg.split or (reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?")
+    split = cfg.split or (
+        reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?"
+    )
     result = results.RunResult(
-        plugin=cfg.plugin, variant=cfg.variant, protocol=cfg.protocol, dataset=cfg.dataset,
-        split=split, seed=cfg.seed, status="failed", config=cfg.model_dump(mode="json"),
-        started=results.now(), git_commit=results.git_commit(),
+        plugin=cfg.plugin,
+        variant=cfg.variant,
+        protocol=cfg.protocol,
+        dataset=cfg.dataset,
+        split=split,
+        seed=cfg.seed,
+        status="failed",
+        config=cfg.model_dump(mode="json"),
+        started=results.now(),
+        git_commit=results.git_commit(),
     )
     try:
         device = resolve_device(cfg.device)
@@ -100,15 +112,23 @@ def run_job(
             load_into(model, read_state_dict(weights), str(weights))
         bundle = load_dataset(reg, cfg)
         result.dataset_info = {
-            "train_pairs": bundle.train.num_ground, "test_queries": bundle.test.num_ground,
-            "test_references": bundle.test.num_aerial, **bundle.info,
+            "train_pairs": bundle.train.num_ground,
+            "test_queries": bundle.test.num_ground,
+            "test_references": bundle.test.num_aerial,
+            **bundle.info,
         }
         pipeline = InputPipeline(model.preprocess, bundle.geometry)
         result.preprocessing = pipeline.describe()
         loss_fn = reg.loss(cfg.loss).build(**cfg.loss_options)
         if cfg.epochs > 0:
             report = train(
-                model, bundle.train, pipeline, cfg, loss_fn, device, job_paths(cfg, split),
+                model,
+                bundle.train,
+                pipeline,
+                cfg,
+                loss_fn,
+                device,
+                job_paths(cfg, split),
                 resume=resume,
                 on_epoch_end=lambda e, logs: reg.pm.hook.benchmark_on_epoch_end(
                     plugin=cfg.plugin, epoch=e, logs=logs
@@ -116,10 +136,12 @@ def run_job(
             )
             result.train_seconds = report.seconds
             result.training = {
-                "epochs_completed": report.epochs_completed, "history": report.history,
+                "epochs_completed": report.epochs_completed,
+                "history": report.history,
                 "resumed_from": report.resumed_from,
                 "checkpoint": str(checkpoint.latest(job_paths(cfg, split)).path)
-                if report.epochs_completed else None,
+                if report.epochs_completed
+                else None,
             }
         ev = evaluate(model, bundle.test, pipeline, cfg, device, list(reg.metrics.values()))
         result.metrics = ev.metrics
@@ -145,12 +167,19 @@ def measure_cost(model: CrossViewModel, device: torch.device) -> dict[str, Any]:
     return profile_model(model, device)
 
 
-def run_all(reg: Registry, configs: list[RunConfig], resume: bool = False,
-            weights: Path | None = None, debug: bool = False) -> int:
+def run_all(
+    reg: Registry,
+    configs: list[RunConfig],
+    resume: bool = False,
+    weights: Path | None = None,
+    debug: bool = False,
+) -> int:
     """Run every config, write each result, print a summary; exit code 1 if any failed."""
     failed = 0
     for cfg in configs:
-        print(f"== {cfg.plugin} [{cfg.variant}, {cfg.protocol} protocol] on {cfg.dataset}", flush=True)
+        print(
+            f"== {cfg.plugin} [{cfg.variant}, {cfg.protocol} protocol] on {cfg.dataset}", flush=True
+        )
         result = run_job(reg, cfg, resume=resume, weights=weights)
         try:
             path = results.write(result, cfg.results_dir)
@@ -176,10 +205,17 @@ def summary_line(result: results.RunResult) -> str:
     if result.status != "ok":
         return f"   FAILED: {result.error}"
     m, p = result.metrics, result.profile
-    parts = [f"R@1 {m['R@1']:.2f}", f"R@5 {m['R@5']:.2f}", f"R@10 {m['R@10']:.2f}",
-             f"R@1% {m['R@1%']:.2f}"]
+    parts = [
+        f"R@1 {m['R@1']:.2f}",
+        f"R@5 {m['R@5']:.2f}",
+        f"R@10 {m['R@10']:.2f}",
+        f"R@1% {m['R@1%']:.2f}",
+    ]
     if p:
-        parts += [f"params {p.get('params_m', 0):.2f} M", f"{p.get('gmacs', 0):.2f} GMACs",
-                  f"latency {p.get('latency_ms', 0):.1f} ms"]
+        parts += [
+            f"params {p.get('params_m', 0):.2f} M",
+            f"{p.get('gmacs', 0):.2f} GMACs",
+            f"latency {p.get('latency_ms', 0):.1f} ms",
+        ]
     parts += [f"train {result.train_seconds:.0f} s", f"eval {result.eval_seconds:.0f} s"]
     return "   " + " | ".join(parts)

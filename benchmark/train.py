@@ -167,7 +167,9 @@ def train(
         report.history.append(logs)
         report.epochs_completed = epoch + 1
         checkpoint.save(
-            ckpt_dir, epoch + 1, model,
+            ckpt_dir,
+            epoch + 1,
+            model,
             {
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),

@@ -68,8 +68,12 @@ class EpochShuffle(Sampler[int]):
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, workers: int, device: torch.device,
-    sampler: Sampler | None = None, drop_last: bool = False,
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader with pinned memory on CUDA and persistent workers when there are any."""
     return DataLoader(

@@ -43,7 +43,10 @@ def cache_dir() -> Path:
 
 
 def sample_points(
-    rng: np.random.Generator, world: World, n: int, box: tuple[float, float, float, float],
+    rng: np.random.Generator,
+    world: World,
+    n: int,
+    box: tuple[float, float, float, float],
     spacing: float,
 ) -> np.ndarray:
     """N open-ground points (metres, row/col) inside BOX, at least SPACING apart."""
@@ -73,7 +76,11 @@ def appearance(rng: np.random.Generator, images: np.ndarray, ground: bool) -> np
     """Lighting change, sensor noise and (ground only) transient objects; returns uint8."""
     out = images.astype(np.float32)
     n, h, w, _ = out.shape
-    gain = rng.uniform(0.6, 1.4, size=(n, 1, 1, 1)) if ground else rng.uniform(0.85, 1.15, (n, 1, 1, 1))
+    gain = (
+        rng.uniform(0.6, 1.4, size=(n, 1, 1, 1))
+        if ground
+        else rng.uniform(0.85, 1.15, (n, 1, 1, 1))
+    )
     tint = rng.uniform(0.85, 1.15, size=(n, 1, 1, 3)) if ground else 1.0
     out = out * gain * tint + rng.normal(0, 8 if ground else 4, size=out.shape)
     if ground:
@@ -117,7 +124,11 @@ def generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
 def load_or_generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
     """The world for OPTS from the on-disk cache, generating and caching it when absent."""
     key = json.dumps(
-        {"opts": opts.model_dump(), "world": params_dict(WorldParams(seed=opts.seed, map_px=opts.map_px)), "v": 1},
+        {
+            "opts": opts.model_dump(),
+            "world": params_dict(WorldParams(seed=opts.seed, map_px=opts.map_px)),
+            "v": 1,
+        },
         sort_keys=True,
     )
     path = cache_dir() / f"world-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
@@ -134,7 +145,9 @@ def load_or_generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
     return data
 
 
-def _split(name: str, ground: np.ndarray, aerial: np.ndarray, xy: np.ndarray, tile: float) -> CrossViewSplit:
+def _split(
+    name: str, ground: np.ndarray, aerial: np.ndarray, xy: np.ndarray, tile: float
+) -> CrossViewSplit:
     return CrossViewSplit(
         name=name,
         load_ground=lambda i: ground[i],
@@ -155,7 +168,14 @@ def build_synthetic(root: Path | None, split: str, options: dict | None = None) 
     return DatasetBundle(
         name="synthetic",
         split=split,
-        train=_split("train", data["train_ground"], data["train_aerial"], data["train_xy"], opts.tile_metres),
-        test=_split("test", data["test_ground"], data["test_aerial"], data["test_xy"], opts.tile_metres),
-        info={"options": opts.model_dump(), "metres_per_aerial_px": opts.tile_metres / opts.aerial_px},
+        train=_split(
+            "train", data["train_ground"], data["train_aerial"], data["train_xy"], opts.tile_metres
+        ),
+        test=_split(
+            "test", data["test_ground"], data["test_aerial"], data["test_xy"], opts.tile_metres
+        ),
+        info={
+            "options": opts.model_dump(),
+            "metres_per_aerial_px": opts.tile_metres / opts.aerial_px,
+        },
     )

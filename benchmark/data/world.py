@@ -161,7 +161,10 @@ class World:
             fog = (torch.gather(dist[None].expand(width, -1), 1, kc) / p.max_range)[..., None]
             colour = colour * (1 - 0.5 * fog) + far * 0.5 * fog
             sky_t = (elev.clamp(min=0) / np.deg2rad(p.elevation_top))[None, :, None]
-            sky = torch.tensor([200.0, 215, 235]) * (1 - sky_t) + torch.tensor([90.0, 140, 215]) * sky_t
+            sky = (
+                torch.tensor([200.0, 215, 235]) * (1 - sky_t)
+                + torch.tensor([90.0, 140, 215]) * sky_t
+            )
             below = (elev < 0)[None, :, None]
             miss = torch.where(below, far.expand(width, height, 3), sky.expand(width, height, 3))
             img = torch.where(hit[..., None], colour, miss)

@@ -72,8 +72,11 @@ class SAFABranch(nn.Module):
         tiny = opts.backbone == "tiny"
         cfg = TINY_CFG if tiny else VGG16_CFG
         self.trunk = vgg_trunk(
-            cfg, pretrained=opts.pretrained if not tiny else False, batch_norm=tiny,
-            dropout=opts.dropout, dropout_from=3 if tiny else 4,
+            cfg,
+            pretrained=opts.pretrained if not tiny else False,
+            batch_norm=tiny,
+            dropout=opts.dropout,
+            dropout_from=3 if tiny else 4,
         )
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
         h, w = pooled_hw(size, cfg)
@@ -96,7 +99,9 @@ class SAFA(CrossViewModel):
         self.descriptor_dim = opts.heads * int(channels)
         # paper: BGR + Caffe means on an ImageNet VGG; from scratch we use plain RGB/ImageNet
         self.preprocess = Preprocess(
-            opts.ground_size, opts.aerial_size, opts.polar,
+            opts.ground_size,
+            opts.aerial_size,
+            opts.polar,
             mean=CAFFE_MEAN_RGB if not tiny else (0.485, 0.456, 0.406),
             std=(1 / 255, 1 / 255, 1 / 255) if not tiny else (0.229, 0.224, 0.225),
             bgr=not tiny,
