@@ -1,0 +1,492 @@
+"""Cost of a model, measured one way for every plugin: parameters, GMACs, latency, memory.
+
+Conventions (stated in every profile): MACs are multiply-accumulates counted by fvcore
+from a traced forward of one ground+aerial pair at the model's Preprocess input sizes;
+``gflops = 2 * gmacs``. fvcore counts convolutions, linear layers, matmuls and norms;
+this module adds handlers for scaled-dot-product attention, einsum (all forms), broadcast
+matmuls and baddbmm. Every other operator fvcore meets is reported in ``uncounted_ops``
+(most are element-wise: activations, pooling, additions) rather than dropped silently.
+Latency follows timm's benchmark: warm-up, a fixed number of timed iterations, CUDA
+synchronisation, ``torch.inference_mode``, median reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from tabulate import tabulate
+from torch import nn
+
+from benchmark.errors import BenchmarkError
+from benchmark.model import CrossViewModel
+from benchmark.specs import ModelOptions, ModelSpec
+
+PROFILE_KEYS = (
+    "plugin", "params_m", "params_ground_m", "params_aerial_m", "trainable_params_m",
+    "gmacs", "gflops", "flop_counter", "uncounted_ops", "descriptor_dim", "input_ground",
+    "input_aerial", "latency_ms", "throughput", "batch_size", "precision", "peak_memory_mb",
+    "device",
+)
+# the CLI's CPU settings: a full-size model takes ~0.5 s per pair on two cores
+CPU_TIMING = {"batch_size": 4, "warmup": 2, "iters": 5}
+CUDA_TIMING = {"batch_size": 64, "warmup": 10, "iters": 40}
+
+
+def _shape(value: Any) -> list[int]:
+    """Shape of a traced tensor value (fvcore's graph inputs)."""
+    return list(value.type().sizes())
+
+
+def _prod(values: Sequence[int]) -> int:
+    return math.prod(int(v) for v in values)
+
+
+def _matmul_macs(a: list[int], b: list[int]) -> int:
+    """MACs of torch.matmul with numpy broadcasting (1-D operands included)."""
+    a = [1, *a] if len(a) == 1 else a
+    b = [*b, 1] if len(b) == 1 else b
+    batch = torch.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    return _prod(batch) * a[-2] * a[-1] * b[-1]
+
+
+def matmul_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """aten::matmul / mm / bmm / mv / dot: batch x n x k x m with broadcasting."""
+    return _matmul_macs(_shape(inputs[0]), _shape(inputs[1]))
+
+
+def baddbmm_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """aten::baddbmm / addbmm (self, batch1, batch2, ...): the bmm's MACs."""
+    return _matmul_macs(_shape(inputs[1]), _shape(inputs[2]))
+
+
+def sdpa_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """aten::scaled_dot_product_attention: Q K^T plus (softmax) V, i.e. batch*L*S*(E+Ev)."""
+    q, k, v = (_shape(x) for x in inputs[:3])
+    return _prod(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
+    """Multiplications of an einsum contracted pairwise along numpy's optimal path.
+
+    A two-operand einsum costs the product of all its index sizes (one multiply per
+    element of the joint index space, whether or not an index is summed); a single
+    operand (transpose, reduction) costs nothing, as in fvcore's other handlers.
+    """
+    equation = equation.replace(" ", "")
+    lhs, _, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    free = iter(ch for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if ch not in equation)
+    ell_rank = max(
+        (len(s) - (len(t) - 3) for t, s in zip(terms, shapes, strict=True) if "..." in t),
+        default=0,
+    )
+    ell = "".join(next(free) for _ in range(ell_rank))
+    sizes: dict[str, int] = {}
+    letters: list[str] = []
+    for term, shape in zip(terms, shapes, strict=True):
+        if "..." in term:
+            n = len(shape) - (len(term) - 3)
+            term = term.replace("...", ell[ell_rank - n:])
+        for ch, dim in zip(term, shape, strict=True):
+            sizes[ch] = max(sizes.get(ch, 1), int(dim))
+        letters.append(term)
+    if "->" in equation:
+        out = rhs.replace("...", ell)
+    else:
+        counts = Counter("".join(letters))
+        out = ell + "".join(sorted(c for c in counts if counts[c] == 1 and c not in ell))
+    if len(letters) < 2:
+        return 0
+    views = [
+        np.broadcast_to(np.zeros((), np.float32), tuple(sizes[c] for c in t)) for t in letters
+    ]
+    path = np.einsum_path(",".join(letters) + "->" + out, *views, optimize="optimal")[0][1:]
+    operands = [set(t) for t in letters]
+    macs = 0
+    for step in path:
+        picked = [operands[i] for i in step]
+        operands = [o for i, o in enumerate(operands) if i not in step]
+        joint = set().union(*picked)
+        macs += _prod([sizes[c] for c in joint]) * (len(picked) - 1)
+        needed = set(out).union(*operands)
+        operands.append(joint & needed)
+    return macs
+
+
+def einsum_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """aten::einsum (equation, [tensors], path)."""
+    shapes = [_shape(v) for v in inputs[1].node().inputs()]
+    return einsum_macs(inputs[0].toIValue(), shapes)
+
+
+EXTRA_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
+    "aten::scaled_dot_product_attention": sdpa_handle,
+    "aten::einsum": einsum_handle,
+    "aten::matmul": matmul_handle,
+    "aten::mm": matmul_handle,
+    "aten::bmm": matmul_handle,
+    "aten::mv": matmul_handle,
+    "aten::dot": matmul_handle,
+    "aten::baddbmm": baddbmm_handle,
+    "aten::addbmm": baddbmm_handle,
+}
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence fvcore's logger and the tracer's Python warnings."""
+    logger = logging.getLogger("fvcore")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def flop_counter_name() -> str:
+    """Name and version of the MAC counter."""
+    return f"fvcore {metadata.version('fvcore')}"
+
+
+def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, list[dict]]:
+    """MACs of MODEL(*INPUTS) by fvcore with the extra handlers, and the ops it skipped."""
+    with _quiet():
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = (
+            FlopCountAnalysis(model, inputs)
+            .set_op_handle(**EXTRA_HANDLES)
+            .unsupported_ops_warnings(False)
+            .uncalled_modules_warnings(False)
+            .tracer_warnings("none")
+        )
+        with torch.no_grad():
+            total = analysis.total()
+        skipped = analysis.unsupported_ops()
+    uncounted = [{"op": op, "count": n} for op, n in sorted(skipped.items(), key=lambda kv: -kv[1])]
+    return int(total), uncounted
+
+
+def _millions(n: int) -> float:
+    return round(n / 1e6, 6)
+
+
+def _unique_count(params: Iterator[nn.Parameter], trainable: bool = False) -> int:
+    seen: dict[int, int] = {}
+    for p in params:
+        if not trainable or p.requires_grad:
+            seen[id(p)] = p.numel()
+    return sum(seen.values())
+
+
+def parameter_counts(model: CrossViewModel) -> dict[str, float]:
+    """params_m (shared modules once), per branch (shared ones in both) and trainable."""
+    branches = model.branches()
+    return {
+        "params_m": _millions(_unique_count(model.parameters())),
+        "params_ground_m": _millions(_unique_count(branches["ground"].parameters())),
+        "params_aerial_m": _millions(_unique_count(branches["aerial"].parameters())),
+        "trainable_params_m": _millions(_unique_count(model.parameters(), trainable=True)),
+    }
+
+
+def _paper_options(spec: ModelSpec, variant: str) -> ModelOptions:
+    """The options of SPEC's VARIANT with pretrained weights off (cost does not need them)."""
+    if variant != "paper" and variant not in spec.variants:
+        raise BenchmarkError(
+            f"Unknown variant {variant!r} of {spec.name!r}. "
+            f"Available variants: {', '.join(sorted({'paper', *spec.variants}))}."
+        )
+    try:
+        return spec.options(**{**spec.variants.get(variant, {}), "pretrained": False})
+    except ValidationError as exc:
+        raise BenchmarkError(f"Variant {variant!r} of {spec.name!r} is invalid: {exc}") from None
+
+
+def count_parameters(spec: ModelSpec, options: ModelOptions | Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter counts of SPEC built with OPTIONS on the meta device (no memory, no weights)."""
+    opts = options if isinstance(options, ModelOptions) else spec.options(**options)
+    opts = opts.model_copy(update={"pretrained": False})
+    with torch.device("meta"):
+        model = spec.build(opts)
+    return {**parameter_counts(model), "descriptor_dim": int(model.descriptor_dim)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_forward(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    device: torch.device,
+    warmup: int,
+    iters: int,
+) -> float:
+    """Median seconds of one forward over ITERS timed iterations after WARMUP untimed ones."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(*inputs)
+        _sync(device)
+        for _ in range(iters):
+            start = time.perf_counter()
+            model(*inputs)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _pair(model: CrossViewModel, batch: int, device: torch.device, dtype: torch.dtype):
+    pre = model.preprocess
+    return (
+        torch.randn(batch, 3, *pre.ground_size, device=device, dtype=dtype),
+        torch.randn(batch, 3, *pre.aerial_size, device=device, dtype=dtype),
+    )
+
+
+def _status_kb(field: str) -> int | None:
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _maxrss_kb() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss
+
+
+class _CpuPeak:
+    """Peak resident-set growth of this process between start() and stop(), in MiB.
+
+    On Linux the kernel's high-water mark is reset (``/proc/self/clear_refs``) so the peak
+    is the one reached during the measurement; elsewhere the growth of the lifetime peak.
+    """
+
+    def start(self) -> None:
+        self.reset = False
+        self.base = _status_kb("VmRSS")
+        if self.base is not None:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.reset = True
+            except OSError:
+                pass
+        if not self.reset:
+            self.base = _maxrss_kb()
+
+    def stop(self) -> float:
+        peak = _status_kb("VmHWM") if self.reset else _maxrss_kb()
+        return round(max(0, (peak or 0) - self.base) / 1024, 1)
+
+
+def device_label(device: torch.device) -> str:
+    """The device with its hardware: 'cuda:0 (NVIDIA H100 ...)' or 'cpu (x86_64, 2 threads)'."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{device.type} ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _throughput(
+    model: nn.Module, device: torch.device, dtype: torch.dtype, batch_size: int,
+    warmup: int, iters: int,
+) -> tuple[float, int]:
+    """Pairs per second at BATCH_SIZE, halving the batch on CUDA out-of-memory."""
+    while True:
+        try:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            inputs = _pair(model, batch_size, device, dtype)
+            seconds = _time_forward(model, inputs, device, warmup, iters)
+            return batch_size / seconds, batch_size
+        except torch.OutOfMemoryError:
+            if device.type != "cuda" or batch_size == 1:
+                raise BenchmarkError(
+                    f"Out of memory on {device} even at batch size {batch_size}; profile on a "
+                    "device with more memory or choose a smaller variant (--variant tiny)."
+                ) from None
+            inputs = None
+            batch_size //= 2
+            torch.cuda.reset_peak_memory_stats(device)
+
+
+def profile_model(
+    model: CrossViewModel,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    warmup: int = 3,
+    iters: int = 10,
+) -> dict[str, Any]:
+    """Parameters, GMACs, latency, throughput and peak memory of MODEL on DEVICE."""
+    if batch_size < 1 or iters < 1 or warmup < 0:
+        raise BenchmarkError(
+            f"Profiling needs batch_size >= 1, iters >= 1 and warmup >= 0 "
+            f"(got {batch_size}, {iters}, {warmup})."
+        )
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError(f"Device {device} was asked for but CUDA is not available; use cpu.")
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None else torch.get_default_dtype()
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        pair = _pair(model, 1, device, dtype)
+        macs, uncounted = count_macs(model, pair)
+        cpu_peak = _CpuPeak()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            cpu_peak.start()
+        latency = _time_forward(model, pair, device, warmup, iters)
+        throughput, used = _throughput(model, device, dtype, batch_size, warmup, iters)
+        if device.type == "cuda":
+            peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        else:
+            peak = cpu_peak.stop()
+    finally:
+        model.to(home).train(was_training)
+    pre = model.preprocess
+    gmacs = macs / 1e9
+    profile = {
+        "plugin": None,
+        **parameter_counts(model),
+        "gmacs": round(gmacs, 9),  # exact: MACs are integers
+        "gflops": round(2 * gmacs, 9),
+        "flop_counter": flop_counter_name(),
+        "uncounted_ops": uncounted,
+        "descriptor_dim": int(model.descriptor_dim),
+        "input_ground": list(pre.ground_size),
+        "input_aerial": list(pre.aerial_size),
+        "latency_ms": round(latency * 1e3, 3),
+        "throughput": round(throughput, 3),
+        "batch_size": used,
+        "precision": str(dtype).removeprefix("torch."),
+        "peak_memory_mb": peak,
+        "device": device_label(device),
+    }
+    return {key: profile[key] for key in PROFILE_KEYS}
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "-"
+    return f"{value:,.{digits}f}" if isinstance(value, float | int) else str(value)
+
+
+def _delta(measured: float | None, reported: Any) -> str:
+    if measured is None or not isinstance(reported, int | float) or not reported:
+        return "-"
+    return f"{100 * (measured - reported) / reported:+.1f}%"
+
+
+def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of profiles, the paper's reported cost (``reported_cost``) beside each.
+
+    The paper's compute figure is compared with our GMACs when the card says the paper's
+    "GFLOPs" are MACs (``gflops_is_macs``), with our GFLOPs otherwise.
+    """
+    headers = [
+        "plugin", "variant", "input g / a", "params M", "paper M", "Δ params",
+        "GMACs", "GFLOPs", "paper G (unit, input)", "Δ compute", "latency ms",
+        "pairs/s (batch)", "peak MB",
+    ]
+    table = []
+    notes = []
+    for row in rows:
+        rep = dict(row.get("reported_cost") or {})
+        is_macs = bool(rep.get("gflops_is_macs"))
+        ours = row["gmacs"] if is_macs else row["gflops"]
+        paper_g = rep.get("gflops_reported")
+        unit = "MACs" if is_macs else "FLOPs"
+        paper_cell = f"{_fmt(paper_g)} ({unit}, {rep.get('input', '?')})" if paper_g else "-"
+        paper = row.get("variant", "paper") == "paper"  # the card describes the paper config
+        g, a = row["input_ground"], row["input_aerial"]
+        table.append([
+            row.get("plugin") or "-", row.get("variant", "-"),
+            f"{g[0]}x{g[1]} / {a[0]}x{a[1]}",
+            _fmt(row["params_m"]), _fmt(rep.get("params_m")),
+            _delta(row["params_m"], rep.get("params_m")) if paper else "-",
+            _fmt(row["gmacs"]), _fmt(row["gflops"]), paper_cell,
+            _delta(ours, paper_g) if paper else "-",
+            _fmt(row["latency_ms"], 1), f"{_fmt(row['throughput'], 1)} ({row['batch_size']})",
+            _fmt(row["peak_memory_mb"], 0),
+        ])
+        skipped = ", ".join(
+            f"{u['op'].removeprefix('aten::')} x{u['count']}" for u in row["uncounted_ops"]
+        )
+        source = f"; paper source: {rep['source']}" if rep.get("source") else ""
+        notes.append(f"- {row.get('plugin') or '-'}: uncounted ops: {skipped or 'none'}{source}")
+    first = rows[0] if rows else {}
+    footer = [
+        "",
+        f"MACs counted by {first.get('flop_counter', flop_counter_name())} per ground+aerial pair "
+        "at batch 1; GFLOPs = 2 x GMACs. Latency: median per pair at batch 1; throughput at the "
+        f"batch shown; precision {first.get('precision', '-')}; device {first.get('device', '-')}.",
+        *notes,
+    ]
+    body = tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+    return body + "\n" + "\n".join(footer)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise BenchmarkError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError(f"Device {device!r} was asked for but CUDA is not available; use cpu.")
+    return resolved
+
+
+def profile_command(plugins: list[str], fmt: str, device: str, variant: str) -> int:
+    """``python -m benchmark profile``: profile PLUGINS (or 'all') at VARIANT; print json/table."""
+    from benchmark.registry import registry
+
+    if fmt not in ("json", "table"):
+        raise BenchmarkError(f"Unknown format {fmt!r}; use json or table.")
+    reg = registry()
+    names = sorted(reg.models) if "all" in plugins else plugins
+    if not names:
+        raise BenchmarkError("No model plugins to profile; install one or name it with --plugins.")
+    specs = [reg.model(name) for name in names]
+    options = [_paper_options(spec, variant) for spec in specs]
+    target = _resolve_device(device)
+    timing = CUDA_TIMING if target.type == "cuda" else CPU_TIMING
+    rows = []
+    for spec, opts in zip(specs, options, strict=True):
+        print(f"profiling {spec.name} ({variant}) on {target} ...", file=sys.stderr, flush=True)
+        row = profile_model(spec.build(opts), target, **timing)
+        row["plugin"] = spec.name
+        rows.append({**row, "variant": variant, "reported_cost": dict(spec.card.reported_cost)})
+    print(json.dumps(rows, indent=2) if fmt == "json" else render_profile_table(rows))
+    return 0
