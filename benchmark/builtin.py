@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmark.data import cvact, cvusa, vigor
 from benchmark.data.synthetic import build_synthetic
 from benchmark.hookspecs import hookimpl
 from benchmark.losses import LOSSES
@@ -11,7 +12,7 @@ from benchmark.specs import DatasetSpec, LossSpec, MetricSpec
 
 @hookimpl
 def benchmark_datasets() -> list[DatasetSpec]:
-    """The generated cross-view world (no download)."""
+    """The generated cross-view world (no download) and the real CVUSA, CVACT and VIGOR."""
     return [
         DatasetSpec(
             name="synthetic",
@@ -20,7 +21,10 @@ def benchmark_datasets() -> list[DatasetSpec]:
             build=build_synthetic,
             description="generated cross-view world, CVUSA-like (ground at tile centre)",
             needs_root=False,
-        )
+        ),
+        cvusa.SPEC,
+        cvact.SPEC,
+        vigor.SPEC,
     ]
 
 
