@@ -210,7 +210,7 @@ def parameter_counts(model: CrossViewModel) -> dict[str, float]:
     }
 
 
-def _paper_options(spec: ModelSpec, variant: str) -> ModelOptions:
+def variant_options(spec: ModelSpec, variant: str) -> ModelOptions:
     """The options of SPEC's VARIANT with pretrained weights off (cost does not need them)."""
     if variant != "paper" and variant not in spec.variants:
         raise BenchmarkError(
@@ -479,7 +479,7 @@ def profile_command(plugins: list[str], fmt: str, device: str, variant: str) -> 
     if not names:
         raise BenchmarkError("No model plugins to profile; install one or name it with --plugins.")
     specs = [reg.model(name) for name in names]
-    options = [_paper_options(spec, variant) for spec in specs]
+    options = [variant_options(spec, variant) for spec in specs]
     target = _resolve_device(device)
     timing = CUDA_TIMING if target.type == "cuda" else CPU_TIMING
     rows = []
