@@ -24,7 +24,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="test split (dataset default otherwise)")
     p.add_argument("--variant", default=None, help="model variant (paper, tiny, ...)")
     p.add_argument(
-        "--protocol",
+        "--regime",
         choices=("auto", "quick", "paper"),
         default="auto",
         help="auto = quick on the synthetic world without a GPU, else paper",
@@ -129,10 +129,10 @@ def _configs(args: argparse.Namespace) -> list:
     on_gpu = str(user.get("device", "auto")).startswith("cuda") or (
         user.get("device", "auto") == "auto" and torch.cuda.is_available()
     )
-    if args.protocol == "auto":
+    if args.regime == "auto":
         quick = dataset.startswith("synthetic") and not on_gpu
     else:
-        quick = args.protocol == "quick"
+        quick = args.regime == "quick"
     return [resolve(reg.model(name), user, quick) for name in names]
 
 

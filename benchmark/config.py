@@ -1,4 +1,4 @@
-"""Run configuration: defaults < paper recipe < protocol < config file < command line."""
+"""Run configuration: defaults < paper recipe < regime < config file < command line."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ RECIPE_KEYS = (
     "sam_rho",
 )
 
-# The documented CPU protocol: tiny variants trained from scratch for a few minutes. The
+# The documented quick regime (CPU): tiny variants trained from scratch for a few minutes. The
 # papers' learning rates are tuned for ImageNet-initialised backbones, so it uses AdamW.
-QUICK_PROTOCOL: dict[str, Any] = {
+QUICK_REGIME: dict[str, Any] = {
     "variant": "tiny",
     "epochs": 12,
     "batch_size": 32,
@@ -50,7 +50,9 @@ class RunConfig(BaseModel):
 
     plugin: str
     variant: str = "paper"
-    protocol: Literal["quick", "paper"] = "paper"
+    regime: Literal["quick", "paper"] = Field(
+        "paper", description="paper = the paper recipe; quick = the documented CPU regime"
+    )
     dataset: str = "synthetic"
     data_root: Path | None = None
     split: str | None = None
@@ -76,6 +78,7 @@ class RunConfig(BaseModel):
     limit: int | None = Field(None, ge=2, description="cap train and test pairs (smoke runs)")
     retrieval: Literal["auto", "faiss", "torch"] = "auto"
     topk: int = Field(10, ge=1, le=10_000)
+    profile: bool = Field(True, description="measure params/GMACs/latency/memory after the run")
 
 
 def parse_value(text: str) -> Any:
@@ -160,13 +163,13 @@ def validation_message(exc: ValidationError, prefix: str = "") -> str:
 
 
 def resolve(spec: ModelSpec, user: dict[str, Any], quick: bool) -> RunConfig:
-    """The run config of one plugin: defaults < recipe < protocol < USER (file, flags, --set)."""
+    """The run config of one plugin: defaults < recipe < regime < USER (file, flags, --set)."""
     _check_keys(user, RunConfig.model_fields, "")
     recipe = spec.recipe.model_dump()
     layers: dict[str, Any] = {k: recipe[k] for k in RECIPE_KEYS}
     layers["plugin"] = spec.name
     if quick:
-        layers = merge(layers, {**QUICK_PROTOCOL, "protocol": "quick"})
+        layers = merge(layers, {**QUICK_REGIME, "regime": "quick"})
         layers = merge(layers, dict(spec.quick))
     cfg = merge(layers, user)
     try:

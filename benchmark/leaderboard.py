@@ -23,7 +23,7 @@ def collect(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
             "split": r.split,
             "method": r.plugin,
             "variant": r.variant,
-            "protocol": r.protocol,
+            "regime": r.regime,
             "seed": r.seed,
             "status": r.status,
             "error": r.error,
@@ -44,12 +44,12 @@ def render(results_dir: Path) -> str:
     ok = df[df.status == "ok"]
     for (dataset, split), part in ok.groupby(["dataset", "split"], sort=True):
         lines += [f"## {dataset} / {split}", ""]
-        table = part.groupby(["method", "variant", "protocol"], sort=True)[METRIC_COLUMNS].agg(
+        table = part.groupby(["method", "variant", "regime"], sort=True)[METRIC_COLUMNS].agg(
             ["mean", "std", "count"]
         )
         body = []
-        for (method, variant, protocol), row in table.iterrows():
-            cells = [method, variant, protocol]
+        for (method, variant, regime), row in table.iterrows():
+            cells = [method, variant, regime]
             for m in METRIC_COLUMNS:
                 std = row[(m, "std")]
                 cells.append(f"{row[(m, 'mean')]:.2f}" + (f" ± {std:.2f}" if pd.notna(std) else ""))
@@ -60,7 +60,7 @@ def render(results_dir: Path) -> str:
         lines.append(
             tabulate(
                 body,
-                headers=["method", "variant", "protocol", *METRIC_COLUMNS, "seeds"],
+                headers=["method", "variant", "regime", *METRIC_COLUMNS, "seeds"],
                 tablefmt="github",
                 disable_numparse=True,
             )

@@ -21,7 +21,7 @@ class RunResult(BaseModel):
 
     plugin: str
     variant: str
-    protocol: str
+    regime: str
     dataset: str
     split: str
     seed: int
@@ -43,8 +43,8 @@ class RunResult(BaseModel):
     eval_seconds: float = 0.0
 
     def filename(self) -> str:
-        """Stable file name: one file per (plugin, variant, protocol, dataset, split, seed)."""
-        stem = f"{self.plugin}-{self.variant}-{self.protocol}-seed{self.seed}"
+        """Stable file name: one file per (plugin, variant, regime, dataset, split, seed)."""
+        stem = f"{self.plugin}-{self.variant}-{self.regime}-seed{self.seed}"
         return f"{self.dataset}-{self.split}__{stem}.json"
 
 

@@ -7,7 +7,6 @@ import random
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from benchmark.data.transforms import InputPipeline
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import evaluate
 from benchmark.model import CrossViewModel
+from benchmark.profiling import profile_model
 from benchmark.registry import Registry
 from benchmark.train import train
 from benchmark.weights import load_into, read_state_dict
@@ -73,7 +73,7 @@ def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
 
 def job_paths(cfg: RunConfig, split: str) -> Path:
     """Checkpoint directory of this job."""
-    stem = f"{cfg.dataset}-{split}__{cfg.plugin}-{cfg.variant}-{cfg.protocol}-seed{cfg.seed}"
+    stem = f"{cfg.dataset}-{split}__{cfg.plugin}-{cfg.variant}-{cfg.regime}-seed{cfg.seed}"
     return Path(cfg.results_dir) / "checkpoints" / stem
 
 
@@ -91,7 +91,7 @@ def run_job(
     result = results.RunResult(
         plugin=cfg.plugin,
         variant=cfg.variant,
-        protocol=cfg.protocol,
+        regime=cfg.regime,
         dataset=cfg.dataset,
         split=split,
         seed=cfg.seed,
@@ -147,7 +147,8 @@ def run_job(
         result.metrics = ev.metrics
         result.eval_seconds = ev.seconds
         result.training["retrieval_backend"] = ev.backend
-        result.profile = measure_cost(model, device)
+        if cfg.profile:
+            result.profile = profile_model(model, device)
         result.status = "ok"
     except BenchmarkError as exc:
         result.error = str(exc)
@@ -156,15 +157,6 @@ def run_job(
         result.training["traceback"] = traceback.format_exc()
     result.finished = results.now()
     return result
-
-
-def measure_cost(model: CrossViewModel, device: torch.device) -> dict[str, Any]:
-    """The cost figures of the profiling module, when it is available."""
-    try:
-        from benchmark.profiling import profile_model
-    except ImportError:
-        return {}
-    return profile_model(model, device)
 
 
 def run_all(
@@ -178,7 +170,7 @@ def run_all(
     failed = 0
     for cfg in configs:
         print(
-            f"== {cfg.plugin} [{cfg.variant}, {cfg.protocol} protocol] on {cfg.dataset}", flush=True
+            f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True
         )
         result = run_job(reg, cfg, resume=resume, weights=weights)
         try:

@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated plugin set, a private world cache, a tiny synthetic world."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_PLUGINS = "core,safa,cvm_net,aenet,l2ltr,saig,vigor"
+os.environ["CVGL_BENCHMARK_PLUGINS"] = PROJECT_PLUGINS  # never pick up stray plugins
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+TINY_WORLD: dict[str, Any] = {
+    "n_train": 48,
+    "n_test": 24,
+    "map_px": 384,
+    "ground_px": [32, 128],
+    "aerial_px": 48,
+    "tile_metres": 48.0,
+    "min_spacing": 2.0,
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _world_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["CVGL_BENCHMARK_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path) -> dict[str, Any]:
+    """User settings for a seconds-long SAFA run on the tiny world."""
+    return {
+        "dataset_options": dict(TINY_WORLD),
+        "epochs": 2,
+        "batch_size": 8,
+        "results_dir": tmp_path / "results",
+        "device": "cpu",
+        "model": {"ground_size": [32, 128], "aerial_size": [32, 128]},
+        "profile": False,
+    }
