@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from benchmark.baselines import RAW_PIXELS
 from benchmark.data import cvact, cvusa, vigor
 from benchmark.data.synthetic import build_synthetic
 from benchmark.hookspecs import hookimpl
 from benchmark.losses import LOSSES
 from benchmark.metrics import METRICS
-from benchmark.specs import DatasetSpec, LossSpec, MetricSpec
+from benchmark.specs import DatasetSpec, LossSpec, MetricSpec, ModelSpec
+
+
+@hookimpl
+def benchmark_models() -> list[ModelSpec]:
+    """Baselines that need no training."""
+    return [RAW_PIXELS]
 
 
 @hookimpl
