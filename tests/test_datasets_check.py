@@ -25,8 +25,9 @@ def test_good_copies_pass_with_counts_against_the_official_ones(
     assert "test: 6 pairs listed (official 8,884" in out
     assert "ground: 6 present, 0 missing, 0 unreadable" in out
     assert "prepared polar maps vs on-the-fly transform on 4 tiles" in out and ": agree" in out
-    assert out.rstrip().endswith("OK: every image named by the split files is present and "
-                                 "readable.")
+    assert out.rstrip().endswith(
+        "OK: every image named by the split files is present and readable."
+    )
 
     write_vigor(tmp_path / "VIGOR", per_city=2)
     code, out = run(capsys, "vigor", tmp_path / "VIGOR")

@@ -58,8 +58,9 @@ def test_test_split_reads_valsetall_from_anu_data_test(cvact: tuple[Path, dict])
 def test_one_based_indices_reach_the_last_row(cvact: tuple[Path, dict]) -> None:
     root, fx = cvact
     data = read_mat(fx["mat"])
-    rows = np.concatenate([data.indices("trainSet", "trainInd"),
-                           data.indices("valSetAll", "valInd")])
+    rows = np.concatenate(
+        [data.indices("trainSet", "trainInd"), data.indices("valSetAll", "valInd")]
+    )
     assert sorted(rows.tolist()) == list(range(30))  # row 30 (1-based) is row 29
 
 

@@ -133,3 +133,19 @@ def test_bad_label_line_and_wrong_root_are_explained(tmp_path: Path) -> None:
     labels.write_text(" ".join(labels.read_text().split()[:12]) + "\n")
     with pytest.raises(BenchmarkError, match="line 1 has 12 tokens"):
         build_vigor(tmp_path, "same-area")
+
+
+def test_missing_tile_drops_its_queries_and_keeps_labels_right(tmp_path: Path) -> None:
+    info = write_vigor(tmp_path)
+    gone = info["panos"]["Chicago"][1][1][2][0]  # a semi-positive of a Chicago test panorama
+    (tmp_path / "Chicago" / "satellite" / gone).unlink()
+    with pytest.warns(UserWarning, match="missing"):
+        test = build_vigor(tmp_path, "cross-area").test
+    expected = [(c, p, tr) for c, p, tr in labelled(info, CITIES[2:], slice(None))
+                if gone not in [t for t, _, _ in tr]]
+    assert test.num_aerial == 31 and test.num_ground == len(expected) < 16
+    for i, (city, _, triples) in enumerate(expected):
+        tiles = [int(test.positives[i]), *test.semi_positives[i].tolist()]
+        for j, (name, _, _) in zip(tiles, triples, strict=True):
+            want = code_colour(info["tile_code"][(city, name)])
+            assert np.abs(read_code(test.load_aerial(j)) - want).max() < 4

@@ -143,7 +143,7 @@ def cached_images(
 ) -> MemmapImages:
     """A memmap of READER's images at SIZE under CACHE_DIR, built (with progress) if absent."""
     if size is None:
-        size = reader(0).shape[:2] if len(reader) else (1, 1)
+        size = reader(0).shape[:2]
     key = json.dumps(
         {"paths": reader.paths, "size": list(size), "resize": RESIZE, "v": CACHE_VERSION}
     )

@@ -171,7 +171,9 @@ def _first(paths: list[Path], mask: np.ndarray, k: int = 3) -> list[Path]:
     return [paths[i] for i in np.flatnonzero(mask)[:k]]
 
 
-def _split(listing: Listing, options: LoadOptions, label: str) -> tuple[CrossViewSplit, dict]:
+def _split(
+    listing: Listing, options: LoadOptions, label: str, cache_label: str
+) -> tuple[CrossViewSplit, dict]:
     kept, report = listing.present()
     if report["dropped_pairs"] or report["missing_aerial"]:
         warnings.warn(
@@ -191,8 +193,8 @@ def _split(listing: Listing, options: LoadOptions, label: str) -> tuple[CrossVie
     meta.update({k: v for k, v in kept.per_ground.items()})
     split = CrossViewSplit(
         name=listing.name,
-        load_ground=image_loader(kept.ground, "ground", options, label),
-        load_aerial=image_loader(kept.aerial, "aerial", options, label),
+        load_ground=image_loader(kept.ground, "ground", options, cache_label),
+        load_aerial=image_loader(kept.aerial, "aerial", options, cache_label),
         num_ground=len(kept.ground),
         num_aerial=len(kept.aerial),
         positives=kept.positives,
@@ -213,7 +215,9 @@ def bundle_from(
     splits, missing = {}, {}
     for side in ("train", "test"):
         label = f"{inventory.dataset}-{inventory.split}-{side}"
-        splits[side], report = _split(inventory.sides[side], options, label)
+        # cache files are named by content, so splits sharing a side share its cache
+        splits[side], report = _split(inventory.sides[side], options, label,
+                                      f"{inventory.dataset}-{side}")
         missing[side] = {k: v for k, v in report.items() if k != "missing_examples"}
     return DatasetBundle(
         name=inventory.dataset,
