@@ -10,12 +10,13 @@ import scipy.io
 import torch
 
 from benchmark.data.base import SourceGeometry
-from benchmark.data.cvact import build_cvact, read_mat
-from benchmark.data.transforms import InputPipeline
+from benchmark.data.cvact import build_cvact, inventory, polar_pairs, read_mat
+from benchmark.data.images import read_image
+from benchmark.data.transforms import InputPipeline, polar_transform
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
 from benchmark.specs import Preprocess
-from tests.fixtures_datasets import code_colour, read_code, write_cvact
+from tests.fixtures_datasets import code_colour, read_code, safa_polar, save, write_cvact
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,17 @@ def test_missing_test_images_and_wrong_root_explain_the_tree(tmp_path: Path) -> 
     with pytest.raises(BenchmarkError) as err:
         build_cvact(tmp_path / "elsewhere", "val")
     assert "ACT_data.mat" in str(err.value) and "satview_polish/<panoId>" in str(err.value)
+
+
+def test_prepared_polarmap_at_the_root_agrees_with_on_the_fly(tmp_path: Path) -> None:
+    fx = write_cvact(tmp_path)
+    tiles = tmp_path / "ANU_data_small" / "satview_polish"
+    for r in fx["val"]:
+        tile = read_image(tiles / f"{fx['ids'][r]}_satView_polish.jpg")
+        save(tmp_path / "polarmap" / f"{fx['ids'][r]}_satView_polish.png", safa_polar(tile, 10, 40))
+    pairs = polar_pairs(inventory(tmp_path, "val"), 3)
+    names = [f"{fx['ids'][r]}_satView_polish.jpg" for r in fx["val"][:3]]
+    assert [a.name for a, _ in pairs] == names
+    for aerial, polar in pairs:
+        own = np.round(polar_transform(read_image(aerial), 10, 40))
+        assert np.abs(own - read_image(polar)).mean() < 0.5

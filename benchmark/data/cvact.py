@@ -132,17 +132,17 @@ def locate(root: Path | None) -> tuple[Path, Path, Path]:
     return mats[0], small, test
 
 
-def polarmap_path(root: Path, images: Path, pano_id: str) -> Path:
-    """Where SAFA's data preparation writes the polar image of a tile (image folder first)."""
-    name = f"{pano_id}_satView_polish.png"
-    inside = images / "polarmap" / name
-    return inside if inside.parent.is_dir() else root / "polarmap" / name
+def polarmap_dir(root: Path, images: Path) -> Path:
+    """Where SAFA's data preparation put polar aerials: beside the images, else at ROOT."""
+    inside = images / "polarmap"
+    return inside if inside.is_dir() else root / "polarmap"
 
 
 def polar_pairs(inv: Inventory, k: int) -> list[tuple[Path, Path]]:
     """Up to K (tile, prepared polar image) pairs of the test side whose polar file exists."""
     side = inv.sides["test"]
-    pairs = [(a, polarmap_path(inv.root, a.parent.parent, pano))
+    folder = polarmap_dir(inv.root, side.aerial[0].parent.parent) if side.aerial else inv.root
+    pairs = [(a, folder / f"{pano}_satView_polish.png")
              for a, pano in zip(side.aerial[: 4 * k], side.meta["ids"], strict=False)]
     return [(a, p) for a, p in pairs if a.is_file() and p.is_file()][:k]
 
@@ -166,16 +166,17 @@ def listing(data: ActData, struct: str, field: str, images: Path, side: str) -> 
 def inventory(root: Path | None, split: str) -> Inventory:
     """What a CVACT folder holds for SPLIT ('val' or 'test')."""
     mat, small, test = locate(root)
+    base = Path(root).expanduser()
     if split not in SETS:
         raise BenchmarkError(f"CVACT has splits 'val' and 'test', not {split!r}.")
     if split == "test" and not test.is_dir():
-        raise layout_error("cvact", Path(root), [f"{TEST}/ (the CVACT_test images)"])
+        raise layout_error("cvact", base, [f"{TEST}/ (the CVACT_test images)"])
     data = read_mat(mat)
     found = [f"{mat} with {len(data.pano_ids):,} panoIds and UTM positions",
              f"CVACT_val images in {small}"]
     if test.is_dir():
         found.append(f"CVACT_test images in {test}")
-    if any(polarmap_path(Path(root), f, "x").parent.is_dir() for f in (small, test)):
+    if any(polarmap_dir(base, f).is_dir() for f in (small, test)):
         found.append("prepared polar aerials in polarmap/ (the harness polar-transforms the "
                      "original tiles itself; `datasets check` compares a sample)")
     folders = {SMALL: small, TEST: test}
@@ -183,8 +184,7 @@ def inventory(root: Path | None, split: str) -> Inventory:
         side: listing(data, struct, field, folders[folder], side)
         for side, (struct, field, folder) in SETS[split].items()
     }
-    return Inventory("cvact", split, Path(root).expanduser(), found, sides,
-                     dict(OFFICIAL[split]))
+    return Inventory("cvact", split, base, found, sides, dict(OFFICIAL[split]))
 
 
 def build_cvact(root: Path | None, split: str, options: dict | None = None) -> DatasetBundle:
