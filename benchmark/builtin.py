@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmark.baselines import RAW_PIXELS
-from benchmark.data import cvact, cvusa, vigor
+from benchmark.data import cvact, cvusa, synthetic_vigor, vigor
 from benchmark.data.synthetic import build_synthetic
 from benchmark.hookspecs import hookimpl
 from benchmark.losses import LOSSES
@@ -32,6 +32,7 @@ def benchmark_datasets() -> list[DatasetSpec]:
         cvusa.SPEC,
         cvact.SPEC,
         vigor.SPEC,
+        synthetic_vigor.SPEC,
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,12 @@ def generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
     return data
 
 
-def load_or_generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
-    """The world for OPTS from the on-disk cache, generating and caching it when absent."""
+def load_or_generate(
+    opts: SyntheticOptions,
+    make: Callable[[SyntheticOptions], dict[str, np.ndarray]] = generate,
+    kind: str = "world",
+) -> dict[str, np.ndarray]:
+    """MAKE(OPTS) from the on-disk cache (file name prefix KIND), made and cached if absent."""
     key = json.dumps(
         {
             "opts": opts.model_dump(),
@@ -131,14 +136,14 @@ def load_or_generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
         },
         sort_keys=True,
     )
-    path = cache_dir() / f"world-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    path = cache_dir() / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError):
             pass  # a damaged cache file is regenerated
-    data = generate(opts)
+    data = make(opts)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:
         np.savez(fh, **data)
