@@ -35,7 +35,7 @@ EXAMPLES = 3
 POLAR_TOLERANCE = 2.0  # mean absolute difference in uint8 levels
 
 
-def probe(path: Path) -> str | None:
+def probe(path: str) -> str | None:
     """Why PATH is not a readable image (cheap checks), or None when it looks intact."""
     try:
         size = os.path.getsize(path)
@@ -58,7 +58,7 @@ def probe(path: Path) -> str | None:
         return "not an image"
 
 
-def decode_failure(path: Path) -> str | None:
+def decode_failure(path: str) -> str | None:
     """The decode error of PATH, or None when it decodes."""
     try:
         read_image(path)
@@ -71,9 +71,9 @@ class Checker:
     """Checks files once each (splits share sides) and collects the problems found."""
 
     def __init__(self) -> None:
-        self.verdicts: dict[Path, str | None] = {}
+        self.verdicts: dict[str, str | None] = {}
 
-    def unreadable(self, paths: list[Path], label: str) -> list[tuple[Path, str]]:
+    def unreadable(self, paths: list[str], label: str) -> list[tuple[str, str]]:
         """(path, reason) for each unreadable path of PATHS (all probed, a sample decoded)."""
         todo = [p for p in paths if p not in self.verdicts]
         with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:

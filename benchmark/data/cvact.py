@@ -141,8 +141,10 @@ def polarmap_dir(root: Path, images: Path) -> Path:
 def polar_pairs(inv: Inventory, k: int) -> list[tuple[Path, Path]]:
     """Up to K (tile, prepared polar image) pairs of the test side whose polar file exists."""
     side = inv.sides["test"]
-    folder = polarmap_dir(inv.root, side.aerial[0].parent.parent) if side.aerial else inv.root
-    pairs = [(a, folder / f"{pano}_satView_polish.png")
+    if not side.aerial:
+        return []
+    folder = polarmap_dir(inv.root, Path(side.aerial[0]).parent.parent)
+    pairs = [(Path(a), folder / f"{pano}_satView_polish.png")
              for a, pano in zip(side.aerial[: 4 * k], side.meta["ids"], strict=False)]
     return [(a, p) for a, p in pairs if a.is_file() and p.is_file()][:k]
 
@@ -154,8 +156,8 @@ def listing(data: ActData, struct: str, field: str, images: Path, side: str) -> 
     xy = data.utm[idx]
     return Listing(
         name=side,
-        ground=[images / "streetview" / f"{p}_grdView.jpg" for p in ids],
-        aerial=[images / "satview_polish" / f"{p}_satView_polish.jpg" for p in ids],
+        ground=[f"{images}/streetview/{p}_grdView.jpg" for p in ids],
+        aerial=[f"{images}/satview_polish/{p}_satView_polish.jpg" for p in ids],
         positives=np.arange(len(ids)),
         ground_xy=xy,
         aerial_xy=xy.copy(),

@@ -8,6 +8,7 @@ metric positions in its split files, so metre-level metrics do not apply.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def polarmap_path(root: Path, aerial: str) -> Path:
 
 def polar_pairs(inv: Inventory, k: int) -> list[tuple[Path, Path]]:
     """Up to K (tile, prepared polar image) pairs of the test side whose polar file exists."""
-    pairs = [(a, polarmap_path(inv.root, str(a.relative_to(inv.root))))
+    pairs = [(Path(a), polarmap_path(inv.root, os.path.relpath(a, inv.root)))
              for a in inv.sides["test"].aerial[: 4 * k]]
     return [(a, p) for a, p in pairs if a.is_file() and p.is_file()][:k]
 
@@ -68,8 +69,8 @@ def listing(root: Path, side: str) -> Listing:
     ids = [Path(a).stem for a, _ in pairs]
     return Listing(
         name=side,
-        ground=[root / g for _, g in pairs],
-        aerial=[root / a for a, _ in pairs],
+        ground=[f"{root}/{g}" for _, g in pairs],
+        aerial=[f"{root}/{a}" for a, _ in pairs],
         positives=np.arange(len(pairs)),
         meta={"ids": ids, "split_file": SPLIT_FILES[side]},
     )

@@ -148,10 +148,10 @@ def read_lines(path: Path) -> list[str]:
 
 def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: str) -> Listing:
     """One side: the tiles of CITIES (the gallery) and the labelled panoramas of STEM."""
-    tiles: list[Path] = []
+    tiles: list[str] = []
     tile_xy: list[np.ndarray] = []
     index: dict[tuple[str, str], int] = {}
-    ground: list[Path] = []
+    ground: list[str] = []
     ground_xy: list[np.ndarray] = []
     labelled: list[list[int]] = []
     deltas: list[list[list[float]]] = []
@@ -163,7 +163,7 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
         ref = (float(latlon[:, 0].mean()), float(latlon[:, 1].mean())) if len(names) else (0, 0)
         for name in names:
             index[(city, name)] = len(tiles)
-            tiles.append(sat_dir / name)
+            tiles.append(f"{sat_dir}/{name}")
         tile_xy.append(to_plane(latlon, ref, number))
         path = label_file(root, city, stem, labels)
         pano_latlons = []
@@ -184,7 +184,7 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
                 ) from None
             except ValueError:
                 raise BenchmarkError(f"{path} line {n}: offsets must be numbers.") from None
-            ground.append(pano_dir / tok[0])
+            ground.append(f"{pano_dir}/{tok[0]}")
             pano_latlons.append(pano_latlon(tok[0]))
         ground_xy.append(to_plane(np.array(pano_latlons).reshape(-1, 2), ref, number))
     idx = np.array(labelled, dtype=np.int64).reshape(-1, 4)
