@@ -56,12 +56,17 @@ def test_missing_and_truncated_images_are_listed_with_examples(
     broken = tmp_path / "ANU_data_small" / "satview_polish"
     broken = broken / f"{fx['ids'][fx['train'][1]]}_satView_polish.jpg"
     broken.write_bytes(broken.read_bytes()[:300])
+    garbled = tmp_path / "ANU_data_test" / "streetview" / f"{fx['ids'][fx['test'][2]]}_grdView.jpg"
+    data = bytearray(garbled.read_bytes())
+    data[400:-2] = b"\xff" * (len(data) - 402)  # intact end marker: only a full decode sees it
+    garbled.write_bytes(bytes(data))
     code, out = run(capsys, "cvact", tmp_path, "test")
     assert code == 1
     assert f"missing: {gone}" in out
     assert f"unreadable: {broken} (truncated JPEG (no end marker))" in out
+    assert f"unreadable: {garbled} (does not decode" in out
     assert "usable: 17 of 18 pairs" in out and "skip_bad_images=true" in out
-    assert "PARTIAL: 2 images missing or unreadable" in out
+    assert "PARTIAL: 3 images missing or unreadable" in out
 
 
 def test_corrupt_mat_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
