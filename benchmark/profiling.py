@@ -4,8 +4,9 @@ Conventions (stated in every profile): MACs are multiply-accumulates counted by 
 from a traced forward of one ground+aerial pair at the model's Preprocess input sizes;
 ``gflops = 2 * gmacs``. fvcore counts convolutions, linear layers, matmuls and norms;
 this module adds handlers for scaled-dot-product attention, einsum (all forms), broadcast
-matmuls and baddbmm. Every other operator fvcore meets is reported in ``uncounted_ops``
-(most are element-wise: activations, pooling, additions) rather than dropped silently.
+matmuls and baddbmm, and ignores a few more shape-only operators. Every other operator
+fvcore meets is reported in ``uncounted_ops`` (most are element-wise: activations,
+pooling, additions) rather than dropped silently.
 Latency follows timm's benchmark: warm-up, a fixed number of timed iterations, CUDA
 synchronisation, ``torch.inference_mode``, median reported.
 """
@@ -148,6 +149,12 @@ EXTRA_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
     "aten::addbmm": baddbmm_handle,
 }
 
+# shape and copy operators that do no arithmetic, beyond those fvcore already ignores
+NO_COMPUTE_OPS = (
+    "aten::reshape_as", "aten::expand_as", "aten::view_as", "aten::unflatten",
+    "aten::movedim", "aten::clone", "aten::repeat", "aten::pad",
+)
+
 
 @contextmanager
 def _quiet() -> Iterator[None]:
@@ -176,6 +183,7 @@ def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int,
         analysis = (
             FlopCountAnalysis(model, inputs)
             .set_op_handle(**EXTRA_HANDLES)
+            .set_op_handle(**dict.fromkeys(NO_COMPUTE_OPS))
             .unsupported_ops_warnings(False)
             .uncalled_modules_warnings(False)
             .tracer_warnings("none")
@@ -407,11 +415,29 @@ def _delta(measured: float | None, reported: Any) -> str:
     return f"{100 * (measured - reported) / reported:+.1f}%"
 
 
+def _reported_compute(rep: Mapping[str, Any]) -> tuple[float | None, bool, str]:
+    """The card's compute figure, whether it is MACs, and its label.
+
+    A paper's own "GFLOPs" (``gflops_reported``, MACs when ``gflops_is_macs``) come first;
+    a card whose paper prints none may give a documented count (``gmacs_computed``).
+    """
+    where = rep.get("input", "?")
+    if rep.get("gflops_reported"):
+        is_macs = bool(rep.get("gflops_is_macs"))
+        label = f"{_fmt(rep['gflops_reported'])} ({'MACs' if is_macs else 'FLOPs'}, {where})"
+        return rep["gflops_reported"], is_macs, label
+    if rep.get("gmacs_computed"):
+        label = f"{_fmt(rep['gmacs_computed'])} (MACs, computed, {where})"
+        return rep["gmacs_computed"], True, label
+    return None, True, "-"
+
+
 def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of profiles, the paper's reported cost (``reported_cost``) beside each.
 
     The paper's compute figure is compared with our GMACs when the card says the paper's
-    "GFLOPs" are MACs (``gflops_is_macs``), with our GFLOPs otherwise.
+    "GFLOPs" are MACs (``gflops_is_macs``), with our GFLOPs otherwise. Deltas are shown for
+    the paper variant only (the card describes the paper's configuration).
     """
     headers = [
         "plugin", "variant", "input g / a", "params M", "paper M", "Δ params",
@@ -422,17 +448,16 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
     notes = []
     for row in rows:
         rep = dict(row.get("reported_cost") or {})
-        is_macs = bool(rep.get("gflops_is_macs"))
+        paper_g, is_macs, paper_cell = _reported_compute(rep)
         ours = row["gmacs"] if is_macs else row["gflops"]
-        paper_g = rep.get("gflops_reported")
-        unit = "MACs" if is_macs else "FLOPs"
-        paper_cell = f"{_fmt(paper_g)} ({unit}, {rep.get('input', '?')})" if paper_g else "-"
-        paper = row.get("variant", "paper") == "paper"  # the card describes the paper config
+        computed = " (computed)" if rep.get("params_is_computed") else ""
+        paper_m = _fmt(rep.get("params_m")) + computed
+        paper = row.get("variant", "paper") == "paper"
         g, a = row["input_ground"], row["input_aerial"]
         table.append([
             row.get("plugin") or "-", row.get("variant", "-"),
             f"{g[0]}x{g[1]} / {a[0]}x{a[1]}",
-            _fmt(row["params_m"]), _fmt(rep.get("params_m")),
+            _fmt(row["params_m"]), paper_m if rep.get("params_m") else "-",
             _delta(row["params_m"], rep.get("params_m")) if paper else "-",
             _fmt(row["gmacs"]), _fmt(row["gflops"]), paper_cell,
             _delta(ours, paper_g) if paper else "-",
