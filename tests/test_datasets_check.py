@@ -45,6 +45,9 @@ def test_missing_folder_shows_the_expected_tree(
     assert code == 2
     assert "cannot be used" in out and "missing:\n  - bingmap/19" in out
     assert "streetview/panos/0000001.jpg" in out
+    code, out = run(capsys, "cvact", tmp_path / "typo")
+    assert code == 2 and f"{tmp_path / 'typo'} does not exist." in out
+    assert "ANU_data_small/" in out
 
 
 def test_missing_and_truncated_images_are_listed_with_examples(

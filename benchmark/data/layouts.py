@@ -54,10 +54,14 @@ VIGOR/                                   <- --data-root
 
 def layout_error(dataset: str, root: Path, missing: list[str]) -> BenchmarkError:
     """An error naming what is missing under ROOT and showing DATASET's expected tree."""
-    listed = "\n".join(f"  - {m}" for m in missing)
+    if not root.exists():
+        problem = f"{root} does not exist."
+    else:
+        listed = "\n".join(f"  - {m}" for m in missing[:8])
+        more = f"\n  ... and {len(missing) - 8} more" if len(missing) > 8 else ""
+        problem = f"{root} does not look like a {dataset} folder; missing:\n{listed}{more}"
     return BenchmarkError(
-        f"{root} does not look like a {dataset} folder; missing:\n{listed}\n"
-        f"Point --data-root at the folder you received; it should look like:\n"
+        f"{problem}\nPoint --data-root at the folder you received; it should look like:\n"
         f"{TREES[dataset]}"
     )
 
