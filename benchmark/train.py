@@ -124,6 +124,8 @@ def train(
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
+        if hasattr(loss_fn, "set_epoch"):  # staged losses (VIGOR: triplet, then hybrid)
+            loss_fn.set_epoch(epoch)
         model.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}", leave=False)
@@ -135,6 +137,8 @@ def train(
                 ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
                 with ctx:
                     out = model(data["ground"], data["aerial"])
+                    if getattr(loss_fn, "uses_semi", False) and "semi" in data:
+                        out["semi"] = model.embed_aerial(data["semi"].to(device))
                     return loss_fn(out, data)
 
             loss = closure()

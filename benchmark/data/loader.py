@@ -13,7 +13,12 @@ from benchmark.data.transforms import InputPipeline
 
 
 class PairDataset(Dataset):
-    """Training pairs: ground image i with its positive aerial image."""
+    """Training pairs: ground image i with its positive aerial image.
+
+    On splits with semi-positives (VIGOR-style) an item also holds 'semi' (one randomly
+    chosen semi-positive image), 'semi_slot' (its column 1..3 in 'offsets'), 'offsets'
+    ((1 + k, 2) metres, positive first) and 'tile_metres' (the aerial tile side).
+    """
 
     def __init__(self, split: CrossViewSplit, pipeline: InputPipeline) -> None:
         self.split = split
@@ -24,12 +29,20 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.split.positives[i])
-        return {
+        item = {
             "ground": self.pipeline.ground(self.split.load_ground(i)),
             "aerial": self.pipeline.aerial(self.split.load_aerial(j)),
             "index": i,
             "aerial_index": j,
         }
+        semis = self.split.semi_positives
+        if semis is not None and self.split.offsets is not None:
+            slot = int(torch.randint(semis.shape[1], ()))
+            item["semi"] = self.pipeline.aerial(self.split.load_aerial(int(semis[i, slot])))
+            item["semi_slot"] = slot + 1
+            item["offsets"] = torch.as_tensor(self.split.offsets[i], dtype=torch.float32)
+            item["tile_metres"] = float(self.split.aerial_tile_metres or 0.0)
+        return item
 
 
 class ViewDataset(Dataset):
