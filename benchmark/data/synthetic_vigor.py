@@ -22,13 +22,12 @@ from tqdm import tqdm
 
 from benchmark.data.base import CrossViewSplit, DatasetBundle
 from benchmark.data.synthetic import SyntheticOptions, appearance, load_or_generate, sample_points
-from benchmark.data.vigor import METRES_PER_PX, TILE_PX
 from benchmark.data.world import World, WorldParams
 from benchmark.errors import BenchmarkError
+from benchmark.metrics import VIGOR_TILE_METRES
 from benchmark.specs import DatasetSpec
 
 SPLITS = ("same-area", "cross-area")
-VIGOR_TILE_METRES = TILE_PX * METRES_PER_PX  # 72.96 m: the real dataset's tile side
 
 
 class SyntheticVigorOptions(SyntheticOptions):
