@@ -58,7 +58,7 @@ CARD = ModelCard(
         "Recipe: Adam lr 1e-5 constant, batch 12 (official code). The epoch count is not stated "
         "(the code resumes 5-epoch runs for about 3 days); 100 epochs is [inference].",
         "The tiny variant (quick protocol) keeps per-view NetVLAD + shared FC but uses a "
-        "4-stage VGG with BatchNorm (32-64-128-128 channels), 16 clusters and a 2,048 -> 512 "
+        "4-stage VGG with BatchNorm (16-32-64-128 channels), 16 clusters and a 2,048 -> 512 "
         "FC, nothing frozen, trained from scratch.",
     ),
 )

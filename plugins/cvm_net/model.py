@@ -16,7 +16,7 @@ from benchmark.model import CrossViewModel, l2n
 from benchmark.specs import IMAGENET_MEAN, IMAGENET_STD, ModelOptions, Preprocess, Size
 
 # Four narrow stages with BatchNorm, for training from scratch on a CPU.
-TINY_CFG: tuple[int | str, ...] = (32, "M", 64, "M", 128, "M", 128, 128)
+TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, "M", 128, 128)
 
 
 class CVMNetOptions(ModelOptions):
