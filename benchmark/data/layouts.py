@@ -189,12 +189,13 @@ def _split(
         )
     if not kept.ground:
         raise BenchmarkError(
-            f"{label}: none of the {len(listing.ground)} images named by the split files "
-            f"exists (e.g. {listing.ground[0] if listing.ground else '?'}). Check --data-root; "
-            "`python -m benchmark datasets check` lists what is there."
+            f"{label}: none of the {len(listing.ground)} pairs named by the split files has "
+            f"its images (e.g. {', '.join(report['missing_examples'][:2]) or 'none listed'} "
+            "missing). Check --data-root; `python -m benchmark datasets check` lists what "
+            "is there."
         )
     meta: dict[str, Any] = {**kept.meta, "missing": report}
-    meta.update({k: v for k, v in kept.per_ground.items()})
+    meta.update(kept.per_ground)
     split = CrossViewSplit(
         name=listing.name,
         load_ground=image_loader(kept.ground, "ground", options, cache_label),
