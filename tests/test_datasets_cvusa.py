@@ -131,3 +131,16 @@ def test_partial_copy_loads_with_a_warning_and_the_count(tmp_path: Path) -> None
     kept = [i for k, i in enumerate(ids["test"]) if k != 2]
     for i in range(4):
         assert_code(bundle.test.load_aerial(int(bundle.test.positives[i])), int(kept[i]))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_any_image_mode_reads_as_rgb_uint8(tmp_path: Path, mode: str) -> None:
+    from PIL import Image
+
+    path = tmp_path / ("x.jpg" if mode in ("L", "CMYK") else "x.png")
+    rgb = Image.new("RGB", (12, 8), (200, 30, 60))
+    (rgb.quantize(4) if mode == "P" else rgb.convert(mode)).save(path)
+    image = read_image(path)
+    assert image.shape == (8, 12, 3) and image.dtype == np.uint8 and image.flags.writeable
+    if mode != "L":
+        assert np.abs(image[4, 6].astype(int) - (200, 30, 60)).max() < 12
