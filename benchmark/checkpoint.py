@@ -1,5 +1,13 @@
 """Per-epoch checkpoints: weights in safetensors, training state beside them, published
-atomically (a directory is renamed into place only when complete) and verified by checksum."""
+atomically (a directory is renamed into place only when complete) and verified by checksum.
+
+A clean stop (SIGINT/SIGTERM) also writes a mid-epoch checkpoint, ``epoch-E-step-S``: E
+epochs and S steps of the next one done; names sort in training order.
+
+Test hook: ``CVGL_BENCHMARK_FAULT=checkpoint-write:N`` kills the process while the N-th
+checkpoint is half written (weights on disk, no manifest), ``checkpoint-write:N:enospc``
+fails it as a full disk would; see benchmark/faults.py.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from benchmark import faults
+from benchmark.errors import BenchmarkError
 
 KEEP = 2
 MANIFEST = "manifest.json"
@@ -42,6 +53,7 @@ class Checkpoint:
 
     path: Path
     epoch: int
+    step: int = 0
 
     @property
     def weights(self) -> Path:
@@ -49,27 +61,39 @@ class Checkpoint:
         return self.path / "model.safetensors"
 
 
-def save(root: Path, epoch: int, model: nn.Module, state: dict[str, Any]) -> Checkpoint:
-    """Write epoch EPOCH's checkpoint under ROOT and keep only the newest KEEP."""
+def save(
+    root: Path, epoch: int, model: nn.Module, state: dict[str, Any], step: int = 0
+) -> Checkpoint:
+    """Write the checkpoint after EPOCH epochs (and STEP more steps) under ROOT; keep KEEP."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch:05d}"
-    tmp = root / f".epoch-{epoch:05d}.partial"
+    name = f"epoch-{epoch:05d}" + (f"-step-{step:06d}" if step else "")
+    final = root / name
+    tmp = root / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    files = {name: _sha256(tmp / name) for name in ("model.safetensors", "state.pt")}
-    with (tmp / MANIFEST).open("w") as fh:
-        json.dump({"epoch": epoch, "sha256": files}, fh)
-    for name in (*files, MANIFEST):
-        with (tmp / name).open("rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir()
+        save_model(model, str(tmp / "model.safetensors"))
+        faults.point("checkpoint-write")
+        torch.save(state, tmp / "state.pt")
+        files = {f: _sha256(tmp / f) for f in ("model.safetensors", "state.pt")}
+        with (tmp / MANIFEST).open("w") as fh:
+            json.dump({"epoch": epoch, "step": step, "sha256": files}, fh)
+        for f in (*files, MANIFEST):
+            with (tmp / f).open("rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BenchmarkError(
+            f"Could not write the checkpoint {final} ({exc.strerror or exc}). Free disk space "
+            "or choose a --results-dir with room; --resume continues from the last complete "
+            "checkpoint."
+        ) from exc
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _fsync_dir(root)
     for old in sorted(root.glob("epoch-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
-    return Checkpoint(final, epoch)
+    return Checkpoint(final, epoch, step)
 
 
 def verify(path: Path) -> Checkpoint | None:
@@ -79,7 +103,7 @@ def verify(path: Path) -> Checkpoint | None:
         for name, digest in manifest["sha256"].items():
             if _sha256(path / name) != digest:
                 return None
-        return Checkpoint(path, int(manifest["epoch"]))
+        return Checkpoint(path, int(manifest["epoch"]), int(manifest.get("step", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

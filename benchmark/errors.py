@@ -18,6 +18,15 @@ class TrainingError(BenchmarkError):
     exit_code = 1
 
 
+def user_message(exc: BenchmarkError) -> str:
+    """EXC's message, without the worker traceback a DataLoader wraps around it."""
+    text = str(exc)
+    marker = f"{type(exc).__name__}: "
+    if "Original Traceback" in text and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
+
+
 def suggest(name: str, choices: Iterable[str], kind: str) -> str:
     """Return 'unknown KIND NAME' with the closest known names and the full list."""
     choices = sorted(choices)

@@ -1,4 +1,8 @@
-"""Atomic file writing: a file is either complete or absent, never half-written."""
+"""Atomic file writing: a file is either complete or absent, never half-written.
+
+Test hook: ``CVGL_BENCHMARK_FAULT=write:N:enospc`` fails the N-th write as a full disk
+would (see benchmark/faults.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from benchmark import faults
 
 
 @contextlib.contextmanager
@@ -19,6 +25,7 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
+            faults.point("write")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

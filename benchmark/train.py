@@ -1,4 +1,8 @@
-"""The training loop: recipe optimizer and schedule, AMP on CUDA only, per-epoch checkpoints."""
+"""The training loop: recipe optimizer and schedule, AMP on CUDA only, per-epoch checkpoints.
+
+A SIGINT/SIGTERM (see benchmark/interrupt.py) is honoured between steps: the finished step
+is kept, a mid-epoch checkpoint is written and training returns marked interrupted.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmark import checkpoint
+from benchmark import checkpoint, faults, interrupt
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import EpochShuffle, PairDataset, make_loader
@@ -36,6 +40,8 @@ class TrainReport:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    resumed_step: int = 0
+    interrupted: str | None = None
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -101,15 +107,22 @@ def train(
     model.to(device)
     sampler = EpochShuffle(split.num_ground, cfg.seed)
     batch = min(cfg.batch_size, split.num_ground)
+    generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
     loader = make_loader(
-        PairDataset(split, pipeline), batch, cfg.workers, device, sampler=sampler, drop_last=True
+        PairDataset(split, pipeline),
+        batch,
+        cfg.workers,
+        device,
+        sampler=sampler,
+        drop_last=True,
+        generator=generator,
     )
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(cfg, model)
     schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.sam_rho is None)
-    start = 0
+    start, skip, partial = 0, 0, {"total": 0.0, "count": 0}
     if resume and (ckpt := checkpoint.latest(ckpt_dir)) is not None:
         state = checkpoint.load(ckpt, model)
         optimizer.load_state_dict(state["optimizer"])
@@ -118,18 +131,41 @@ def train(
         _set_rng_state(state["rng"], device)
         report.history = [dict(h) for h in state["history"]]
         start = report.resumed_from = ckpt.epoch
+        skip = report.resumed_step = ckpt.step
+        partial = state.get("partial") or partial
         report.epochs_completed = ckpt.epoch
     elif not resume:
         checkpoint.clear(ckpt_dir)
+
+    def snapshot(**extra: Any) -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(device),
+            "history": report.history,
+            **extra,
+        }
+
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
-        sampler.set_epoch(epoch)
+        if (signum := interrupt.requested()) is not None:
+            report.interrupted = interrupt.signal_name(signum)
+            break
+        sampler.set_epoch(epoch, skip * batch)
+        generator.manual_seed(cfg.seed * 1_000_003 + epoch)
         if hasattr(loss_fn, "set_epoch"):  # staged losses (VIGOR: triplet, then hybrid)
             loss_fn.set_epoch(epoch)
         model.train()
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for step, data in enumerate(bar):
+        total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
+        bar = tqdm(
+            loader,
+            desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            initial=skip,
+            total=steps_per_epoch,
+        )
+        for step, data in enumerate(bar, start=skip):
             data["ground"] = data["ground"].to(device, non_blocking=True)
             data["aerial"] = data["aerial"].to(device, non_blocking=True)
 
@@ -167,21 +203,19 @@ def train(
             total += loss.item()
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
+            faults.point("train-step")
+            if (signum := interrupt.requested()) is not None and step + 1 < steps_per_epoch:
+                report.interrupted = interrupt.signal_name(signum)
+                partial = {"total": total, "count": count}
+                checkpoint.save(ckpt_dir, epoch, model, snapshot(partial=partial), step=step + 1)
+                break
+        skip = 0
+        if report.interrupted:
+            break
         logs = {"epoch": epoch + 1, "loss": total / max(1, count), "lr": schedule.get_last_lr()[0]}
         report.history.append(logs)
         report.epochs_completed = epoch + 1
-        checkpoint.save(
-            ckpt_dir,
-            epoch + 1,
-            model,
-            {
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_state(device),
-                "history": report.history,
-            },
-        )
+        checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, logs)
     report.seconds = time.perf_counter() - t0

@@ -48,6 +48,10 @@ def read_pairs(csv: Path) -> list[tuple[str, str]]:
                 f"got {line!r}. Restore the file from the original download."
             )
         pairs.append((cols[0], cols[1]))
+    if not pairs:
+        raise BenchmarkError(
+            f"{csv} lists no pairs (the split is empty). Restore it from the original download."
+        )
     return pairs
 
 

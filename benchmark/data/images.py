@@ -20,6 +20,10 @@ from benchmark.data.transforms import RESIZE, resize
 from benchmark.errors import BenchmarkError
 
 CACHE_VERSION = 1
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # modes convert("RGB") would clip
+# Files this process read as black images under skip_bad_images (a run reports the count;
+# DataLoader worker processes keep their own copy).
+SKIPPED: set[str] = set()
 
 
 class LoadOptions(BaseModel):
@@ -46,6 +50,12 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in WIDE_MODES:
+                raise BenchmarkError(
+                    f"Image {path} has {im.mode} pixels (more than 8 bits per channel); the "
+                    "harness reads 8-bit images. Convert it to 8-bit RGB, or set "
+                    "dataset_options.skip_bad_images=true to use a black image in its place."
+                )
             rgb = im if im.mode == "RGB" else im.convert("RGB")
             return np.array(rgb, dtype=np.uint8)  # writable, as torch.from_numpy wants
     except FileNotFoundError:
@@ -89,6 +99,7 @@ class ImageReader:
         except BenchmarkError as exc:
             if not self.skip_bad:
                 raise
+            SKIPPED.add(self.paths[i])
             warnings.warn(f"{exc} Using a black {self.kind} image instead.", stacklevel=2)
             return np.zeros(self._fallback_shape(i), dtype=np.uint8)
         self._shape = image.shape

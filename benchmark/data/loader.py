@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,26 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.transforms import InputPipeline
+from benchmark.errors import BenchmarkError
+
+
+def prepare(
+    transform: Callable[[np.ndarray], torch.Tensor],
+    load: Callable[[int], np.ndarray],
+    i: int,
+    view: str,
+) -> torch.Tensor:
+    """TRANSFORM of image I of LOAD; an image the model cannot take is named in the error."""
+    image = load(i)
+    try:
+        return transform(image)
+    except ValueError as exc:
+        paths = getattr(load, "paths", None)
+        name = paths[i] if paths else f"{view} image {i}"
+        raise BenchmarkError(
+            f"{name} ({image.shape[1]}x{image.shape[0]} pixels) cannot be used: {exc}. "
+            "Replace it with an image as the dataset distributes it."
+        ) from None
 
 
 class PairDataset(Dataset):
@@ -30,15 +51,17 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.split.positives[i])
         item = {
-            "ground": self.pipeline.ground(self.split.load_ground(i)),
-            "aerial": self.pipeline.aerial(self.split.load_aerial(j)),
+            "ground": prepare(self.pipeline.ground, self.split.load_ground, i, "ground"),
+            "aerial": prepare(self.pipeline.aerial, self.split.load_aerial, j, "aerial"),
             "index": i,
             "aerial_index": j,
         }
         semis = self.split.semi_positives
         if semis is not None and self.split.offsets is not None:
             slot = int(torch.randint(semis.shape[1], ()))
-            item["semi"] = self.pipeline.aerial(self.split.load_aerial(int(semis[i, slot])))
+            item["semi"] = prepare(
+                self.pipeline.aerial, self.split.load_aerial, int(semis[i, slot]), "aerial"
+            )
             item["semi_slot"] = slot + 1
             item["offsets"] = torch.as_tensor(self.split.offsets[i], dtype=torch.float32)
             item["tile_metres"] = float(self.split.aerial_tile_metres or 0.0)
@@ -52,12 +75,13 @@ class ViewDataset(Dataset):
         self.load = split.load_ground if view == "ground" else split.load_aerial
         self.count = split.num_ground if view == "ground" else split.num_aerial
         self.transform = pipeline.ground if view == "ground" else pipeline.aerial
+        self.view = view
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.load(i))
+        return prepare(self.transform, self.load, i, self.view)
 
 
 class EpochShuffle(Sampler[int]):
@@ -67,17 +91,19 @@ class EpochShuffle(Sampler[int]):
         self.n = n
         self.seed = seed
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of EPOCH."""
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the permutation of EPOCH, from its START-th index (a mid-epoch resume)."""
         self.epoch = epoch
+        self.start = start
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        return iter(rng.permutation(self.n).tolist())
+        return iter(rng.permutation(self.n)[self.start :].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.n - self.start
 
 
 def make_loader(
@@ -87,8 +113,13 @@ def make_loader(
     device: torch.device,
     sampler: Sampler | None = None,
     drop_last: bool = False,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A DataLoader with pinned memory on CUDA and persistent workers when there are any."""
+    """A DataLoader with pinned memory on CUDA and persistent workers when there are any.
+
+    GENERATOR seeds the loader's iterators (worker seeds); without one they draw from the
+    global RNG, so where an iterator starts would change the training RNG stream.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -98,4 +129,5 @@ def make_loader(
         pin_memory=device.type == "cuda",
         drop_last=drop_last,
         persistent_workers=workers > 0,
+        generator=generator,
     )
