@@ -40,9 +40,23 @@ from benchmark.model import CrossViewModel
 from benchmark.specs import ModelOptions, ModelSpec
 
 PROFILE_KEYS = (
-    "plugin", "params_m", "params_ground_m", "params_aerial_m", "trainable_params_m",
-    "gmacs", "gflops", "flop_counter", "uncounted_ops", "descriptor_dim", "input_ground",
-    "input_aerial", "latency_ms", "throughput", "batch_size", "precision", "peak_memory_mb",
+    "plugin",
+    "params_m",
+    "params_ground_m",
+    "params_aerial_m",
+    "trainable_params_m",
+    "gmacs",
+    "gflops",
+    "flop_counter",
+    "uncounted_ops",
+    "descriptor_dim",
+    "input_ground",
+    "input_aerial",
+    "latency_ms",
+    "throughput",
+    "batch_size",
+    "precision",
+    "peak_memory_mb",
     "device",
 )
 # the CLI's CPU settings: a full-size model takes ~0.5 s per pair on two cores
@@ -104,7 +118,7 @@ def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
     for term, shape in zip(terms, shapes, strict=True):
         if "..." in term:
             n = len(shape) - (len(term) - 3)
-            term = term.replace("...", ell[ell_rank - n:])
+            term = term.replace("...", ell[ell_rank - n :])
         for ch, dim in zip(term, shape, strict=True):
             sizes[ch] = max(sizes.get(ch, 1), int(dim))
         letters.append(term)
@@ -115,9 +129,7 @@ def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
         out = ell + "".join(sorted(c for c in counts if counts[c] == 1 and c not in ell))
     if len(letters) < 2:
         return 0
-    views = [
-        np.broadcast_to(np.zeros((), np.float32), tuple(sizes[c] for c in t)) for t in letters
-    ]
+    views = [np.broadcast_to(np.zeros((), np.float32), tuple(sizes[c] for c in t)) for t in letters]
     path = np.einsum_path(",".join(letters) + "->" + out, *views, optimize="optimal")[0][1:]
     operands = [set(t) for t in letters]
     macs = 0
@@ -151,8 +163,14 @@ EXTRA_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
 
 # shape and copy operators that do no arithmetic, beyond those fvcore already ignores
 NO_COMPUTE_OPS = (
-    "aten::reshape_as", "aten::expand_as", "aten::view_as", "aten::unflatten",
-    "aten::movedim", "aten::clone", "aten::repeat", "aten::pad",
+    "aten::reshape_as",
+    "aten::expand_as",
+    "aten::view_as",
+    "aten::unflatten",
+    "aten::movedim",
+    "aten::clone",
+    "aten::repeat",
+    "aten::pad",
 )
 
 
@@ -322,8 +340,12 @@ def device_label(device: torch.device) -> str:
 
 
 def _throughput(
-    model: nn.Module, device: torch.device, dtype: torch.dtype, batch_size: int,
-    warmup: int, iters: int,
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_size: int,
+    warmup: int,
+    iters: int,
 ) -> tuple[float, int]:
     """Pairs per second at BATCH_SIZE, halving the batch on CUDA out-of-memory."""
     while True:
@@ -440,9 +462,19 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
     the paper variant only (the card describes the paper's configuration).
     """
     headers = [
-        "plugin", "variant", "input g / a", "params M", "paper M", "Δ params",
-        "GMACs", "GFLOPs", "paper G (unit, input)", "Δ compute", "latency ms",
-        "pairs/s (batch)", "peak MB",
+        "plugin",
+        "variant",
+        "input g / a",
+        "params M",
+        "paper M",
+        "Δ params",
+        "GMACs",
+        "GFLOPs",
+        "paper G (unit, input)",
+        "Δ compute",
+        "latency ms",
+        "pairs/s (batch)",
+        "peak MB",
     ]
     table = []
     notes = []
@@ -454,16 +486,23 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
         paper_m = _fmt(rep.get("params_m")) + computed
         paper = row.get("variant", "paper") == "paper"
         g, a = row["input_ground"], row["input_aerial"]
-        table.append([
-            row.get("plugin") or "-", row.get("variant", "-"),
-            f"{g[0]}x{g[1]} / {a[0]}x{a[1]}",
-            _fmt(row["params_m"]), paper_m if rep.get("params_m") else "-",
-            _delta(row["params_m"], rep.get("params_m")) if paper else "-",
-            _fmt(row["gmacs"]), _fmt(row["gflops"]), paper_cell,
-            _delta(ours, paper_g) if paper else "-",
-            _fmt(row["latency_ms"], 1), f"{_fmt(row['throughput'], 1)} ({row['batch_size']})",
-            _fmt(row["peak_memory_mb"], 0),
-        ])
+        table.append(
+            [
+                row.get("plugin") or "-",
+                row.get("variant", "-"),
+                f"{g[0]}x{g[1]} / {a[0]}x{a[1]}",
+                _fmt(row["params_m"]),
+                paper_m if rep.get("params_m") else "-",
+                _delta(row["params_m"], rep.get("params_m")) if paper else "-",
+                _fmt(row["gmacs"]),
+                _fmt(row["gflops"]),
+                paper_cell,
+                _delta(ours, paper_g) if paper else "-",
+                _fmt(row["latency_ms"], 1),
+                f"{_fmt(row['throughput'], 1)} ({row['batch_size']})",
+                _fmt(row["peak_memory_mb"], 0),
+            ]
+        )
         skipped = ", ".join(
             f"{u['op'].removeprefix('aten::')} x{u['count']}" for u in row["uncounted_ops"]
         )

@@ -23,9 +23,7 @@ from benchmark.registry import registry
 TOLERANCE = 0.10
 
 
-def bare_latency_ms(
-    model: CrossViewModel, device: torch.device, warmup: int, iters: int
-) -> float:
+def bare_latency_ms(model: CrossViewModel, device: torch.device, warmup: int, iters: int) -> float:
     """Mean milliseconds per pair of ITERS back-to-back batch-1 forwards."""
     pre = model.preprocess
     ground = torch.randn(1, 3, *pre.ground_size, device=device)

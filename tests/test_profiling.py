@@ -149,8 +149,17 @@ def test_profile_json_schema_of_tiny_safa(capsys, monkeypatch) -> None:
     row = rows[0]
     assert set(PROFILE_KEYS) <= set(row)
     assert row["plugin"] == "safa" and row["variant"] == "tiny"
-    for key in ("params_m", "params_ground_m", "params_aerial_m", "trainable_params_m", "gmacs",
-                "gflops", "latency_ms", "throughput", "peak_memory_mb"):
+    for key in (
+        "params_m",
+        "params_ground_m",
+        "params_aerial_m",
+        "trainable_params_m",
+        "gmacs",
+        "gflops",
+        "latency_ms",
+        "throughput",
+        "peak_memory_mb",
+    ):
         assert isinstance(row[key], float) and row[key] >= 0, key
     assert row["params_m"] == pytest.approx(row["params_ground_m"] + row["params_aerial_m"])
     assert row["gflops"] == pytest.approx(2 * row["gmacs"], abs=1e-3)
@@ -170,11 +179,21 @@ def _cells(line: str) -> list[str]:
 
 def test_table_shows_reported_beside_measured() -> None:
     row = {
-        "plugin": "safa", "variant": "paper", "params_m": 29.496448, "gmacs": 40.1,
-        "gflops": 80.2, "input_ground": [128, 512], "input_aerial": [128, 512],
-        "latency_ms": 500.0, "throughput": 2.0, "batch_size": 4, "peak_memory_mb": 300.0,
-        "uncounted_ops": [{"op": "aten::max_pool2d", "count": 10}], "precision": "float32",
-        "device": "cpu", "flop_counter": "fvcore x",
+        "plugin": "safa",
+        "variant": "paper",
+        "params_m": 29.496448,
+        "gmacs": 40.1,
+        "gflops": 80.2,
+        "input_ground": [128, 512],
+        "input_aerial": [128, 512],
+        "latency_ms": 500.0,
+        "throughput": 2.0,
+        "batch_size": 4,
+        "peak_memory_mb": 300.0,
+        "uncounted_ops": [{"op": "aten::max_pool2d", "count": 10}],
+        "precision": "float32",
+        "device": "cpu",
+        "flop_counter": "fvcore x",
         "reported_cost": dict(SAFA_SPEC.card.reported_cost),
     }
     table = render_profile_table([row])
