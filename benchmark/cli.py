@@ -47,6 +47,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="read unreadable images as black ones (counted in the result) instead of stopping",
+    )
+    p.add_argument(
         "--pretrained",
         nargs="?",
         const=True,
@@ -112,6 +117,8 @@ def _user_settings(args: argparse.Namespace) -> dict[str, Any]:
     user = merge(user, {k: v for k, v in flags.items() if v is not None})
     if args.pretrained is not None:
         user = merge(user, {"model": {"pretrained": args.pretrained}})
+    if args.skip_bad_images:
+        user = merge(user, {"dataset_options": {"skip_bad_images": True}})
     return merge(user, parse_sets(args.sets))
 
 

@@ -79,6 +79,7 @@ class RunConfig(BaseModel):
     retrieval: Literal["auto", "faiss", "torch"] = "auto"
     topk: int = Field(10, ge=1, le=10_000)
     profile: bool = Field(True, description="measure params/GMACs/latency/memory after the run")
+    metrics: list[str] | None = Field(None, description="metric names to compute (default: all)")
 
 
 def parse_value(text: str) -> Any:

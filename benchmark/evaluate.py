@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from benchmark import faults
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import ViewDataset, make_loader
@@ -48,6 +49,7 @@ def extract(
     with torch.inference_mode(), amp:
         for x in tqdm(loader, desc=f"extract {view}", leave=False):
             out.append(embed(x.to(device, non_blocking=True)).float())
+    faults.point("evaluate")
     return torch.cat(out)
 
 

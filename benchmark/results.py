@@ -68,6 +68,8 @@ def git_commit() -> str | None:
 def environment(device: str) -> dict[str, Any]:
     """Library versions and the device, so a rerun can be compared."""
     import numpy
+    import PIL
+    import safetensors
     import timm
     import torch
 
@@ -77,6 +79,8 @@ def environment(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "timm": timm.__version__,
         "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "safetensors": safetensors.__version__,
         "device": device,
         "threads": torch.get_num_threads(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),

@@ -3,19 +3,23 @@ plugin never stops the others; its result says what went wrong."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
-from benchmark import checkpoint, results
-from benchmark.config import RunConfig, model_options
+from benchmark import checkpoint, interrupt, results
+from benchmark.config import RunConfig, model_options, validation_message
+from benchmark.data import images
 from benchmark.data.base import DatasetBundle
 from benchmark.data.transforms import InputPipeline
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, user_message
 from benchmark.evaluate import evaluate
 from benchmark.model import CrossViewModel
 from benchmark.profiling import profile_model
@@ -60,7 +64,10 @@ def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
             f"Dataset {cfg.dataset!r} needs --data-root pointing at the folder you received "
             f"(see `python -m benchmark datasets check --dataset {cfg.dataset} --data-root PATH`)."
         )
-    bundle = spec.build(cfg.data_root, split, cfg.dataset_options)
+    try:
+        bundle = spec.build(cfg.data_root, split, cfg.dataset_options)
+    except ValidationError as exc:
+        raise BenchmarkError(validation_message(exc, "dataset_options.")) from None
     if cfg.limit is not None:
         bundle.train = bundle.train.subset(cfg.limit)
         bundle.test = bundle.test.subset(cfg.limit)
@@ -100,11 +107,15 @@ def run_job(
         started=results.now(),
         git_commit=results.git_commit(),
     )
+    images.SKIPPED.clear()
     try:
         device = resolve_device(cfg.device)
         result.env = results.environment(str(device))
         result.env["deterministic"] = cfg.deterministic
         seed_everything(cfg.seed, cfg.deterministic and device.type == "cpu")
+        result.env["seeds"] = {k: cfg.seed for k in ("python", "numpy", "torch", "shuffle")}
+        result.env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
+        result.env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         opts = model_options(spec, cfg)
         result.model_options = opts.model_dump(mode="json")
         model: CrossViewModel = spec.build(opts)
@@ -135,15 +146,29 @@ def run_job(
                 ),
             )
             result.train_seconds = report.seconds
+            latest = checkpoint.latest(job_paths(cfg, split))
             result.training = {
                 "epochs_completed": report.epochs_completed,
                 "history": report.history,
                 "resumed_from": report.resumed_from,
-                "checkpoint": str(checkpoint.latest(job_paths(cfg, split)).path)
-                if report.epochs_completed
-                else None,
+                "resumed_step": report.resumed_step,
+                "checkpoint": str(latest.path) if latest is not None else None,
             }
-        ev = evaluate(model, bundle.test, pipeline, cfg, device, list(reg.metrics.values()))
+            if report.interrupted:
+                result.status = "interrupted"
+                result.error = (
+                    f"Stopped by {report.interrupted} after {report.epochs_completed} of "
+                    f"{cfg.epochs} epochs"
+                    + (f" and {latest.step} steps" if latest is not None and latest.step else "")
+                    + "; the checkpoint is kept. Run the same command with --resume to continue."
+                )
+                record_skipped(result, cfg)
+                result.finished = results.now()
+                return result
+        metrics = list(reg.metrics.values())
+        if cfg.metrics:
+            metrics = [reg.metric(name) for name in cfg.metrics]
+        ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
         result.metrics = ev.metrics
         result.eval_seconds = ev.seconds
         result.training["retrieval_backend"] = ev.backend
@@ -151,12 +176,23 @@ def run_job(
             result.profile = profile_model(model, device)
         result.status = "ok"
     except BenchmarkError as exc:
-        result.error = str(exc)
+        result.error = user_message(exc)
     except Exception as exc:  # a broken plugin is recorded, not fatal to the others
         result.error = f"{type(exc).__name__}: {exc}"
         result.training["traceback"] = traceback.format_exc()
+    record_skipped(result, cfg)
     result.finished = results.now()
     return result
+
+
+def record_skipped(result: results.RunResult, cfg: RunConfig) -> None:
+    """Note in RESULT how many unreadable images --skip-bad-images read as black ones."""
+    if images.SKIPPED:
+        result.dataset_info["skipped_bad_images"] = {
+            "count": len(images.SKIPPED),
+            "examples": sorted(images.SKIPPED)[:3],
+            **({"note": "counted in the main process only (workers > 0)"} if cfg.workers else {}),
+        }
 
 
 def run_all(
@@ -166,7 +202,51 @@ def run_all(
     weights: Path | None = None,
     debug: bool = False,
 ) -> int:
-    """Run every config, write each result, print a summary; exit code 1 if any failed."""
+    """Run every config, write each result, print a summary; exit code 1 if any failed.
+
+    SIGINT/SIGTERM stop cleanly (see benchmark/interrupt.py): exit code 130/143.
+    """
+    preflight(reg, configs)
+    with interrupt.stop_on_signals():
+        return _run_each(reg, configs, resume, weights, debug)
+
+
+def preflight(reg: Registry, configs: list[RunConfig]) -> None:
+    """Check what every job needs before any work starts: names, the data, the results folder."""
+    datasets: set[str] = set()
+    for cfg in configs:
+        reg.loss(cfg.loss)
+        for name in cfg.metrics or ():
+            reg.metric(name)
+        key = repr((cfg.dataset, cfg.data_root, cfg.split, cfg.dataset_options, cfg.limit))
+        if key not in datasets:
+            datasets.add(key)
+            load_dataset(reg, cfg)
+    for folder in {Path(cfg.results_dir) for cfg in configs}:
+        check_writable(folder)
+
+
+def check_writable(folder: Path) -> None:
+    """Create FOLDER if needed and prove a file can be written there, or raise clearly."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BenchmarkError(
+            f"The results directory {str(folder)!r} is not writable ({exc.strerror or exc}). "
+            "Choose a writable --results-dir with free space."
+        ) from None
+
+
+def _run_each(
+    reg: Registry,
+    configs: list[RunConfig],
+    resume: bool,
+    weights: Path | None,
+    debug: bool,
+) -> int:
     failed = 0
     for cfg in configs:
         print(
@@ -181,12 +261,17 @@ def run_all(
                 "Choose a writable --results-dir with free space."
             ) from exc
         reg.pm.hook.benchmark_on_result(result=result, path=path)
-        print(summary_line(result), flush=True)
-        if result.status != "ok":
+        print(summary_line(result), file=sys.stdout if result.status == "ok" else sys.stderr,
+              flush=True)
+        if result.status == "failed":
             failed += 1
             if debug and "traceback" in result.training:
                 print(result.training["traceback"], file=sys.stderr)
         print(f"   result: {path}", flush=True)
+        if (signum := interrupt.requested()) is not None:
+            print(f"Stopped by {interrupt.signal_name(signum)}; later plugins were not run. "
+                  "Rerun with --resume to continue.", file=sys.stderr)
+            return interrupt.exit_code(signum)
     if failed:
         print(f"{failed} of {len(configs)} runs failed; see the result files.", file=sys.stderr)
     return 1 if failed else 0
@@ -195,14 +280,9 @@ def run_all(
 def summary_line(result: results.RunResult) -> str:
     """One human line: recall, cost and time, or the error."""
     if result.status != "ok":
-        return f"   FAILED: {result.error}"
+        return f"   {result.status.upper()}: {result.error}"
     m, p = result.metrics, result.profile
-    parts = [
-        f"R@1 {m['R@1']:.2f}",
-        f"R@5 {m['R@5']:.2f}",
-        f"R@10 {m['R@10']:.2f}",
-        f"R@1% {m['R@1%']:.2f}",
-    ]
+    parts = [f"{k} {m[k]:.2f}" for k in ("R@1", "R@5", "R@10", "R@1%") if k in m]
     if p:
         parts += [
             f"params {p.get('params_m', 0):.2f} M",

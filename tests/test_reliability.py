@@ -1,0 +1,191 @@
+"""Nothing is lost: SIGINT/SIGTERM stop cleanly, SIGKILL at any point resumes to the same
+metrics as an uninterrupted run (bitwise on CPU), a full disk leaves no partial file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from benchmark import checkpoint, faults
+from benchmark.cli import main
+from benchmark.results import RunResult
+from tests.conftest import TINY_WORLD
+
+LIMIT, BATCH = 12, 4
+STEPS_PER_EPOCH = LIMIT // BATCH
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_args(results: Path, *extra: str) -> list[str]:
+    """A two-epoch tiny SAFA run on the tiny synthetic world."""
+    world = [f"dataset_options.{k}={json.dumps(v)}" for k, v in TINY_WORLD.items()]
+    return [
+        "run", "--plugins", "safa", "--epochs", "2", "--batch-size", str(BATCH), "--limit",
+        str(LIMIT), "--device", "cpu", "--results-dir", str(results), "--set", "profile=false",
+        *[a for kv in world for a in ("--set", kv)], *extra,
+    ]  # fmt: skip
+
+
+def result_of(results: Path) -> RunResult:
+    """The one result file under RESULTS."""
+    (path,) = results.glob("*.json")
+    return RunResult.model_validate_json(path.read_text())
+
+
+def ckpt_root(results: Path) -> Path:
+    """The checkpoint folder of the one job under RESULTS."""
+    (root,) = (results / "checkpoints").iterdir()
+    return root
+
+
+def in_process(args: list[str], fault: str | None, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run the CLI in this process with the fault hook set to FAULT (or unset)."""
+    faults.reset()
+    if fault is None:
+        monkeypatch.delenv(faults.VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(faults.VARIABLE, fault)
+    return main(args)
+
+
+def subprocess_run(args: list[str], fault: str | None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process with the fault hook set to FAULT (or unset)."""
+    env = {k: v for k, v in os.environ.items() if k != faults.VARIABLE}
+    env["CVGL_BENCHMARK_PLUGINS"] = "core,safa"
+    env["OMP_NUM_THREADS"] = "1"  # as in this process (see one_thread)
+    if fault is not None:
+        env[faults.VARIABLE] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """One intra-op thread: identical arithmetic in-process and in subprocesses, and no
+    OpenMP spinning on a shared machine (10x faster here under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The uninterrupted run every resumed run must match."""
+    results = tmp_path_factory.mktemp("straight")
+    faults.reset()
+    os.environ.pop(faults.VARIABLE, None)
+    assert main(run_args(results)) == 0
+    return result_of(results)
+
+
+def assert_same_run(resumed: RunResult, straight: RunResult) -> None:
+    """Bitwise-equal metrics and loss history (CPU, same seed)."""
+    assert resumed.status == "ok", resumed.error
+    assert resumed.metrics == straight.metrics
+    assert resumed.training["history"] == straight.training["history"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "name", "stop"),
+    [
+        ("train-step:2:sigint", 130, "SIGINT", (0, 2)),
+        (f"train-step:{STEPS_PER_EPOCH + 2}:sigterm", 143, "SIGTERM", (1, 2)),
+    ],
+    ids=["sigint-epoch1", "sigterm-epoch2"],
+)
+def test_signal_checkpoints_marks_interrupted_and_resumes_exactly(
+    tmp_path: Path,
+    straight: RunResult,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    fault: str,
+    code: int,
+    name: str,
+    stop: tuple[int, int],
+) -> None:
+    args = run_args(tmp_path)
+    assert in_process(args, fault, monkeypatch) == code
+    err = capsys.readouterr().err
+    assert f"Stopped by {name}" in err and "--resume" in err and "Traceback" not in err
+    stopped = result_of(tmp_path)
+    assert stopped.status == "interrupted" and "--resume" in stopped.error
+    assert stopped.training["epochs_completed"] == stop[0] and not stopped.metrics
+    ckpt = checkpoint.latest(ckpt_root(tmp_path))
+    assert (ckpt.epoch, ckpt.step) == stop
+    assert in_process([*args, "--resume"], None, monkeypatch) == 0
+    resumed = result_of(tmp_path)
+    assert (resumed.training["resumed_from"], resumed.training["resumed_step"]) == stop
+    assert_same_run(resumed, straight)
+
+
+def test_sigkill_anywhere_then_resume_matches_uninterrupted(
+    tmp_path: Path, straight: RunResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = run_args(tmp_path)
+    root = tmp_path / "checkpoints"
+
+    # killed during epoch 2: epoch 1's checkpoint survives, no result is written
+    out = subprocess_run(args, f"train-step:{STEPS_PER_EPOCH + 2}")
+    assert out.returncode == -signal.SIGKILL
+    assert not list(tmp_path.glob("*.json"))
+    assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 1
+
+    # killed half-way through writing epoch 2's checkpoint: the partial one is ignored
+    out = subprocess_run([*args, "--resume"], "checkpoint-write:1")
+    assert out.returncode == -signal.SIGKILL
+    partial = list(root.rglob(".epoch-*.partial"))
+    assert partial and (partial[0] / "model.safetensors").is_file()
+    assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 1
+
+    # killed during evaluation: training is complete and checkpointed
+    out = subprocess_run([*args, "--resume"], "evaluate:1")
+    assert out.returncode == -signal.SIGKILL
+    assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 2
+    assert not list(root.rglob(".epoch-*.partial"))
+
+    assert in_process([*args, "--resume"], None, monkeypatch) == 0
+    resumed = result_of(tmp_path)
+    assert resumed.training["resumed_from"] == 2
+    assert_same_run(resumed, straight)
+
+
+def test_result_records_what_a_rerun_needs_to_compare(straight: RunResult) -> None:
+    env = straight.env
+    assert env["seeds"] == {"python": 0, "numpy": 0, "torch": 0, "shuffle": 0}
+    assert env["deterministic"] is True and env["deterministic_algorithms"] is True
+    for library in ("python", "torch", "timm", "numpy", "pillow", "safetensors", "faiss"):
+        assert env[library], library
+    assert straight.harness_version and straight.config["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("checkpoint-write:1:enospc", "Could not write the checkpoint"),
+        ("write:1:enospc", "No space left on device"),
+    ],
+    ids=["checkpoint", "result-file"],
+)
+def test_full_disk_is_a_clear_message_and_leaves_no_partial_file(
+    tmp_path: Path, fault: str, message: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    args = run_args(tmp_path, "--epochs", "1")
+    code = in_process(args, fault, monkeypatch)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err and "No space left on device" in err and "Traceback" not in err
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers
+    for path in tmp_path.glob("*.json"):  # only complete files, each naming the problem
+        assert RunResult.model_validate_json(path.read_text()).status == "failed"
