@@ -13,7 +13,7 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmark.errors import BenchmarkError  # noqa: E402
-from plugins.l2ltr import L2LTR, SPEC, L2LTROptions, SelfCrossEncoder  # noqa: E402
+from plugins.l2ltr import L2LTR, SPEC, L2LTROptions, SelfCrossBlock, SelfCrossEncoder  # noqa: E402
 from plugins.l2ltr.model import r50_stem  # noqa: E402
 
 TINY = dict(SPEC.variants["tiny"])
@@ -172,3 +172,15 @@ def test_pretrained_vit_file_initialises_both_layernorms(tmp_path) -> None:
         torch.testing.assert_close(branch.pos_embed[:, 0], src["pos_embed"][:, 0])
         # corner-aligned resize keeps the grid's corner entries
         torch.testing.assert_close(branch.pos_embed[:, 1], src["pos_embed"][:, 1])
+
+
+def test_macs_count_the_self_cross_attention_matmuls() -> None:
+    from benchmark.profiling import count_macs
+
+    n, c, hidden = 9, 64, 128
+    block = SelfCrossBlock(c, 2, hidden, dropout=0.0).eval()
+    macs, uncounted = count_macs(block, (torch.randn(1, n, c), torch.randn(1, n, c)))
+    linears = 4 * n * c * c + 2 * n * c * hidden  # q, k, v, proj; MLP
+    attention = 2 * n * n * c  # Q K^T and weights @ V
+    assert macs == linears + attention + 3 * 5 * n * c  # three LayerNorms at 5 per element
+    assert not any("attention" in op["op"] for op in uncounted)

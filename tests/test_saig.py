@@ -178,3 +178,13 @@ def test_losses_are_plugins() -> None:
     assert specs["semi-triplet"].build(alpha=10.0)(outputs, {}).item() > 0
     with pytest.raises(BenchmarkError, match="batch_size"):
         nce({"ground": outputs["ground"][:1], "aerial": outputs["aerial"][:1]}, {})
+
+
+def test_macs_count_the_attention_matmuls() -> None:
+    from benchmark.profiling import count_macs
+
+    n, c = 16, 96
+    macs, uncounted = count_macs(AttentionBlock(c, 3).eval(), (torch.randn(1, n, c),))
+    layer_norm = 5 * n * c  # fvcore's LayerNorm cost
+    assert macs == n * c * 3 * c + 2 * n * n * c + n * c * c + layer_norm
+    assert not any("attention" in op["op"] for op in uncounted)

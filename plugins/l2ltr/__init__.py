@@ -47,9 +47,11 @@ CARD = ModelCard(
         "CVACT_test 58.33/84.23/88.60/95.83 [memory: recalled from the paper, not re-verified].",
         "The Polar-L2LTR CVACT_test row is recalled from the paper's table [memory], not "
         "re-verified.",
-        "Reported '44 GFLOPs' (AENet Tab. 7) is not reproduced by a timm-based count "
-        "(about 27 GMAC per branch at 128x512, 54 for both); the gap is unexplained "
-        "(different counters or stem), so the paper's figure is quoted.",
+        "Reported '44 GFLOPs' (AENet Tab. 7) is not reproduced: the harness counts 28.5 "
+        "GMAC per branch at 128x512 (57.1 for the pair, attention matmuls included; about "
+        "27.2 without them, as METHODS.md's timm count). Whether the 44 are MACs or FLOPs "
+        "is not stated; they are taken as MACs like most papers' 'GFLOPs' [inference]. The "
+        "gap is unexplained (different counters or stem), so the paper's figure is quoted.",
         "Stem built from timm's ResNetV2 as in vit_base_r50_s16_*; padding is symmetric "
         "(7x7 pad 3, max-pool pad 1) and StdConv eps 1e-5 as in L2LTR's code. timm's "
         "projection-shortcut GroupNorm uses 32 groups where L2LTR's code uses one group per "

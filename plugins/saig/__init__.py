@@ -44,8 +44,10 @@ CARD = ModelCard(
         "gmacs_computed": 13.24,
         "input": "ground 128x512, aerial 256x256",
         "source": (
-            "the paper prints no FLOPs; 32.3 M and 2 x 6.62 GMAC are METHODS.md's own counts "
-            "[computed] of SAIG-D + SMD (SAIG-S + SMD: about 19.3 M, 2 x 4.41 GMAC)"
+            "the paper prints no FLOPs; 32.3 M (SAIG-D + SMD; SAIG-S + SMD about 19.3 M) and "
+            "2 x 6.62 GMAC (backbones only, attention matmuls included; SAIG-S 2 x 4.41) are "
+            "METHODS.md's own counts [computed]. The SMD heads add about 0.2 GMAC per branch: "
+            "the harness counts 13.68 GMAC for the pair"
         ),
     },
     notes=(
