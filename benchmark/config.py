@@ -26,6 +26,7 @@ RECIPE_KEYS = (
     "loss",
     "loss_options",
     "sam_rho",
+    "mining",
 )
 
 # The documented quick regime (CPU): tiny variants trained from scratch for a few minutes. The
@@ -70,6 +71,9 @@ class RunConfig(BaseModel):
     loss: str = "soft-margin-triplet"
     loss_options: dict[str, Any] = Field(default_factory=dict)
     sam_rho: float | None = Field(None, gt=0, description="ASAM radius; None = plain optimizer")
+    mining: bool = Field(False, description="global hard-negative mining batches (VIGOR)")
+    mining_pool: int = Field(40_000, ge=1, description="tiles per mining pool (capped at dataset)")
+    mining_k: int = Field(100, ge=1, description="most similar pool tiles kept per panorama")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     seed: int = Field(0, ge=0)
     deterministic: bool = True

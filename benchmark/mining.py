@@ -49,6 +49,7 @@ class MiningSampler(Sampler[list[int]]):
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
         self.pool, self.k = scaled_pool(pool, k, split.num_aerial)
         self.positives = np.asarray(split.positives, dtype=np.int64)
         semis = split.semi_positives
@@ -70,7 +71,7 @@ class MiningSampler(Sampler[list[int]]):
         self.topk: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.positives) // self.batch_size
+        return len(self.positives) // self.batch_size - self.skip
 
     def observe(
         self,
@@ -103,9 +104,10 @@ class MiningSampler(Sampler[list[int]]):
             top[s : s + chunk] = pool[sim.topk(k, dim=1).indices.numpy()]
         self.topk = top
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select EPOCH; from the second epoch on, refresh the mining pool first."""
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select EPOCH from its START-th sample; from the second epoch on, refresh the pool."""
         self.epoch = epoch
+        self.skip = start // self.batch_size
         if epoch > 0:
             self.refresh(np.random.default_rng([self.seed, epoch, 1]))
 
@@ -160,5 +162,7 @@ class MiningSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        for _ in range(len(self)):
-            yield self.compose(rng)[0]
+        for step in range(len(self.positives) // self.batch_size):
+            batch = self.compose(rng)[0]  # skipped batches still advance the generator
+            if step >= self.skip:
+                yield batch

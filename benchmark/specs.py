@@ -49,6 +49,7 @@ class Recipe(BaseModel):
     loss: str = "soft-margin-triplet"
     loss_options: dict[str, Any] = Field(default_factory=dict)
     sam_rho: float | None = None
+    mining: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import EpochShuffle, PairDataset, make_loader
 from benchmark.data.transforms import InputPipeline
 from benchmark.errors import TrainingError
+from benchmark.mining import MiningSampler
 from benchmark.model import CrossViewModel
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -105,18 +106,20 @@ def train(
     """Train MODEL on SPLIT for cfg.epochs, checkpointing every epoch; resume if asked."""
     report = TrainReport()
     model.to(device)
-    sampler = EpochShuffle(split.num_ground, cfg.seed)
     batch = min(cfg.batch_size, split.num_ground)
     generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
-    loader = make_loader(
-        PairDataset(split, pipeline),
-        batch,
-        cfg.workers,
-        device,
-        sampler=sampler,
-        drop_last=True,
-        generator=generator,
-    )
+    pairs = PairDataset(split, pipeline)
+    if cfg.mining:
+        miner = MiningSampler(split, batch, cfg.seed, cfg.mining_pool, cfg.mining_k)
+        sampler: EpochShuffle | MiningSampler = miner
+        loader = make_loader(
+            pairs, batch, cfg.workers, device, generator=generator, batch_sampler=miner
+        )
+    else:
+        sampler = EpochShuffle(split.num_ground, cfg.seed)
+        loader = make_loader(
+            pairs, batch, cfg.workers, device, sampler=sampler, drop_last=True, generator=generator
+        )
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(cfg, model)
     schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
@@ -175,6 +178,9 @@ def train(
                     out = model(data["ground"], data["aerial"])
                     if getattr(loss_fn, "uses_semi", False) and "semi" in data:
                         out["semi"] = model.embed_aerial(data["semi"].to(device))
+                    if cfg.mining:  # the mining cache keeps the latest training descriptors
+                        g, a = out["ground"], out["aerial"]
+                        miner.observe(data["index"], g, data["aerial_index"], a)
                     return loss_fn(out, data)
 
             loss = closure()

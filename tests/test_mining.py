@@ -97,3 +97,13 @@ def test_impossible_batch_is_explained() -> None:
     sampler = MiningSampler(split, batch_size=2, seed=0)  # every sample uses all 4 tiles
     with pytest.raises(BenchmarkError, match="share no tile"):
         list(sampler)
+
+
+def test_mid_epoch_start_skips_whole_batches_of_the_same_epoch() -> None:
+    split = grid_split()
+    sampler = MiningSampler(split, batch_size=14, seed=0)
+    sampler.set_epoch(0)
+    full = list(sampler)
+    sampler.set_epoch(0, start=3 * 14)
+    assert len(sampler) == len(full) - 3
+    assert list(sampler) == full[3:]

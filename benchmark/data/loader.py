@@ -114,12 +114,23 @@ def make_loader(
     sampler: Sampler | None = None,
     drop_last: bool = False,
     generator: torch.Generator | None = None,
+    batch_sampler: Sampler | None = None,
 ) -> DataLoader:
     """A DataLoader with pinned memory on CUDA and persistent workers when there are any.
 
     GENERATOR seeds the loader's iterators (worker seeds); without one they draw from the
-    global RNG, so where an iterator starts would change the training RNG stream.
+    global RNG, so where an iterator starts would change the training RNG stream. A
+    BATCH_SAMPLER (yielding lists of indices) replaces batch_size, sampler and drop_last.
     """
+    if batch_sampler is not None:
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            generator=generator,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -70,8 +70,11 @@ CARD = ModelCard(
         "randomly chosen semi-positive in stage 2.",
         "Paper preprocessing: BGR with Caffe mean subtraction (ImageNet VGG weights). The "
         "tiny variant trains from scratch with BatchNorm and RGB/ImageNet normalisation.",
-        "Variant 'no-offset' (plus --set loss=soft-margin-triplet) is the paper's SAFA "
-        "ablation: the same network without the offset head, trained with the triplet only.",
+        "Ablations of the paper: variant 'no-offset' with --set "
+        "loss_options.stage1_epochs=EPOCHS (triplet only throughout) is 'SAFA + mining'; "
+        "add --set mining=false for 'SAFA'. Mining is on in the recipe (pool 40,000, top-100, "
+        "scaled down to small datasets); its descriptor cache is not checkpointed, so a "
+        "resumed run mines from random batches until the next epoch.",
     ),
 )
 
@@ -87,6 +90,7 @@ SPEC = ModelSpec(
         schedule="exponential",
         loss="vigor-hybrid",
         loss_options={"stage1_epochs": 30},
+        mining=True,
     ),
     card=CARD,
     variants={
