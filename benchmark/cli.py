@@ -127,9 +127,14 @@ def _configs(args: argparse.Namespace) -> list:
 
     from benchmark.config import resolve
     from benchmark.registry import registry
+    from benchmark.runner import import_failures
 
     reg = registry()
     names = sorted(reg.models) if args.plugins == ["all"] else args.plugins
+    broken = import_failures(reg, args.plugins)
+    names = [name for name in names if name not in broken]
+    if broken and not names:
+        reg.model(next(iter(broken)))  # nothing else to run: fail with the import error
     user = _user_settings(args)
     dataset = user.get("dataset", "synthetic")
     reg.dataset(dataset)
@@ -188,9 +193,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Train and evaluate every requested plugin."""
     from benchmark.registry import registry
-    from benchmark.runner import run_all
+    from benchmark.runner import import_failures, record_import_failures, run_all
 
-    return run_all(registry(), _configs(args), resume=args.resume, debug=args.debug)
+    reg = registry()
+    configs = _configs(args)
+    code = run_all(reg, configs, resume=args.resume, debug=args.debug)
+    return max(code, record_import_failures(import_failures(reg, args.plugins), configs))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

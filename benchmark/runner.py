@@ -211,6 +211,35 @@ def run_all(
         return _run_each(reg, configs, resume, weights, debug)
 
 
+def import_failures(reg: Registry, names: list[str]) -> dict[str, str]:
+    """The requested plugins (every one for ['all']) that are installed but failed to import."""
+    wanted = set(reg.load_errors) if names == ["all"] else set(names)
+    return {n: e for n, e in sorted(reg.load_errors.items()) if n in wanted and n not in reg.models}
+
+
+def record_import_failures(failures: dict[str, str], configs: list[RunConfig]) -> int:
+    """Write a failed result for each plugin that could not be imported; 1 if there was one."""
+    for name, error in failures.items():
+        like = configs[0]
+        result = results.RunResult(
+            plugin=name,
+            variant=like.variant,
+            regime=like.regime,
+            dataset=like.dataset,
+            split=like.split or "default",
+            seed=like.seed,
+            status="failed",
+            error=f"Plugin {name!r} failed to import ({error}). Fix or reinstall its package.",
+            started=results.now(),
+            finished=results.now(),
+            git_commit=results.git_commit(),
+        )
+        path = results.write(result, like.results_dir)
+        print(summary_line(result), file=sys.stderr, flush=True)
+        print(f"   result: {path}", flush=True)
+    return 1 if failures else 0
+
+
 def preflight(reg: Registry, configs: list[RunConfig]) -> None:
     """Check what every job needs before any work starts: names, the data, the results folder."""
     datasets: set[str] = set()

@@ -3,20 +3,28 @@ metrics as an uninterrupted run (bitwise on CPU), a full disk leaves no partial 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from benchmark import checkpoint, faults
+from benchmark import checkpoint, faults, hookspecs
+from benchmark import registry as registry_module
 from benchmark.cli import main
+from benchmark.hookspecs import hookimpl
+from benchmark.model import CrossViewModel
+from benchmark.registry import build_registry
 from benchmark.results import RunResult
+from benchmark.specs import ModelOptions, ModelSpec
+from plugins.safa import SPEC as SAFA
 from tests.conftest import TINY_WORLD
 
 LIMIT, BATCH = 12, 4
@@ -189,3 +197,61 @@ def test_full_disk_is_a_clear_message_and_leaves_no_partial_file(
     assert not leftovers
     for path in tmp_path.glob("*.json"):  # only complete files, each naming the problem
         assert RunResult.model_validate_json(path.read_text()).status == "failed"
+
+
+def failing(where: str) -> ModelSpec:
+    """SAFA, renamed, raising at build or during evaluation (not while training)."""
+
+    def build(opts: ModelOptions) -> CrossViewModel:
+        if where == "build":
+            raise RuntimeError("injected build failure")
+        model = SAFA.build(opts)
+        embed = model.embed_aerial
+
+        def embed_aerial(x: torch.Tensor) -> torch.Tensor:
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError("injected evaluation failure")
+            return embed(x)
+
+        model.embed_aerial = embed_aerial
+        return model
+
+    return dataclasses.replace(SAFA, name=f"broken-{where}", build=build)
+
+
+class Broken:
+    """A plugin whose models fail at build and at evaluation."""
+
+    @hookimpl
+    def benchmark_models(self) -> list[ModelSpec]:
+        """The two failing models."""
+        return [failing("build"), failing("evaluate")]
+
+
+def test_plugins_failing_at_import_build_or_evaluation_do_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv(registry_module.ALLOW_ENV, "core,safa,broken-import")
+    group = hookspecs.ENTRY_POINT_GROUP
+    missing = metadata.EntryPoint("broken-import", "cvgl_no_such_module", group)
+    installed = registry_module._entry_points()
+    monkeypatch.setattr(registry_module, "_entry_points", lambda: [*installed, missing])
+    reg = build_registry(extra=[("broken", Broken())])
+    monkeypatch.setattr(registry_module, "registry", lambda: reg)
+    args = run_args(tmp_path, "--epochs", "1")
+    args[args.index("safa")] = "broken-import,broken-build,broken-evaluate,safa"
+    assert in_process(args, None, monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    found = [RunResult.model_validate_json(p.read_text()) for p in tmp_path.glob("*.json")]
+    by_plugin = {r.plugin: r for r in found}
+    assert by_plugin["safa"].status == "ok" and by_plugin["safa"].metrics["R@1"] >= 0
+    expected = {
+        "broken-import": "failed to import (ModuleNotFoundError",
+        "broken-build": "injected build failure",
+        "broken-evaluate": "injected evaluation failure",
+    }
+    for plugin, message in expected.items():
+        assert by_plugin[plugin].status == "failed" and message in by_plugin[plugin].error
+        assert message in err
+    assert by_plugin["broken-evaluate"].training["epochs_completed"] == 1
