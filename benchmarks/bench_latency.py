@@ -3,14 +3,15 @@
     python benchmarks/bench_latency.py [--plugin safa] [--variant tiny] [--device cpu]
 
 Both measure one ground+aerial pair at batch 1 in the same process; the bare loop times
-ITERS back-to-back forwards with one clock read (and one CUDA sync) at each end and runs
-before and after the harness, so drift in machine load affects both. Exit code 0 when
-harness / bare is within 10% of 1.
+ITERS back-to-back forwards with one clock read (and one CUDA sync) at each end. The two
+alternate for ROUNDS rounds; the median of the per-round ratios is reported, so drift in
+machine load between rounds cancels out. Exit code 0 when harness / bare is within 10% of 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -49,21 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="tiny")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     spec = registry().model(args.plugin)
     model = spec.build(variant_options(spec, args.variant))
     device = torch.device(args.device)
-    before = bare_latency_ms(model, device, args.warmup, args.iters)
-    profile = profile_model(model, device, batch_size=1, warmup=args.warmup, iters=args.iters)
-    after = bare_latency_ms(model, device, args.warmup, args.iters)
-    bare = (before + after) / 2
-    ratio = profile["latency_ms"] / bare
+    bare, harness, label = [], [], ""
+    for _ in range(args.rounds):
+        bare.append(bare_latency_ms(model, device, args.warmup, args.iters))
+        profile = profile_model(model, device, batch_size=1, warmup=args.warmup, iters=args.iters)
+        harness.append(profile["latency_ms"])
+        label = profile["device"]
+    ratio = statistics.median(h / b for h, b in zip(harness, bare, strict=True))
     print(
-        f"{args.plugin} [{args.variant}] on {profile['device']}: "
-        f"harness {profile['latency_ms']:.3f} ms, bare loop {bare:.3f} ms "
-        f"(before {before:.3f}, after {after:.3f}), "
-        f"ratio {ratio:.3f}"
+        f"{args.plugin} [{args.variant}] on {label}: harness "
+        f"{', '.join(f'{h:.2f}' for h in harness)} ms, bare loop "
+        f"{', '.join(f'{b:.2f}' for b in bare)} ms; median per-round ratio {ratio:.3f}"
     )
     ok = abs(ratio - 1) <= TOLERANCE
     print("OK: within 10%" if ok else "FAIL: the harness and the bare loop differ by more than 10%")
