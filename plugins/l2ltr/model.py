@@ -19,8 +19,6 @@ from benchmark.weights import load_into
 from plugins.l2ltr.attention import SelfCrossEncoder
 from plugins.l2ltr.pretrained import branch_state, vit_state_dict
 
-STRIDE = 16  # 7x7/2 root conv, 3x3/2 max-pool, stride-2 first units of stages 2 and 3
-
 
 class L2LTROptions(ModelOptions):
     """L2LTR options; defaults are Polar-L2LTR (R50+ViT-B/16 per view, 128x512 inputs)."""
@@ -48,9 +46,11 @@ class L2LTROptions(ModelOptions):
         return self
 
 
-def token_grid(size: tuple[int, int]) -> tuple[int, int]:
-    """Feature-map (rows, cols) after the stride-16 stem (every stride-2 layer rounds up)."""
-    return math.ceil(size[0] / STRIDE), math.ceil(size[1] / STRIDE)
+def token_grid(size: tuple[int, int], stages: int) -> tuple[int, int]:
+    """Feature-map (rows, cols) after the stem: 7x7/2 conv, 3x3/2 max-pool, then a stride-2
+    first unit in every stage after the first (16 for three stages); each rounds up."""
+    stride = 4 * 2 ** (stages - 1)
+    return math.ceil(size[0] / stride), math.ceil(size[1] / stride)
 
 
 def r50_stem(opts: L2LTROptions) -> ResNetV2:
@@ -79,7 +79,7 @@ class L2LTRBranch(nn.Module):
         super().__init__()
         self.view = view
         self.size = size
-        self.grid = token_grid(size)
+        self.grid = token_grid(size, len(opts.stem_layers))
         dim = opts.embed_dim
         self.backbone = r50_stem(opts)
         self.proj = nn.Conv2d(opts.stem_channels[-1], dim, kernel_size=1)
