@@ -17,6 +17,7 @@ from benchmark.data.loader import ViewDataset, make_loader
 from benchmark.data.transforms import InputPipeline
 from benchmark.metrics import Evaluation, one_percent_k
 from benchmark.model import CrossViewModel
+from benchmark.refine import offset_refiner
 from benchmark.retrieval import search
 from benchmark.specs import MetricSpec
 
@@ -70,6 +71,9 @@ def evaluate(
         ground, aerial, split.positives, cfg.topk, one_percent_k(split.num_aerial), cfg.retrieval
     )
     ev = Evaluation(found.ranks, found.topk, found.topk_scores, split)
+    refine = offset_refiner(model, split, pipeline, cfg.eval_batch_size, device)
+    if refine is not None:  # within-tile offsets from the top-1 tile (VIGOR)
+        ev.extras.update(refine(found.topk[:, 0]))
     values: dict[str, Any] = {}
     for metric in metrics:
         if metric.applies(ev):

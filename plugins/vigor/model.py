@@ -44,6 +44,7 @@ class Vigor(SAFA):
 
     def __init__(self, opts: VigorOptions) -> None:
         super().__init__(opts)
+        self.predicts_offsets = opts.offset_head
         self.offset = (
             OffsetHead(self.descriptor_dim, opts.offset_hidden) if opts.offset_head else None
         )

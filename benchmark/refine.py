@@ -1,0 +1,76 @@
+"""Within-tile refinement at evaluation: the offset a model predicts from its top-1 tile.
+
+A model that sets ``predicts_offsets = True`` provides ``predict_offsets(ground, aerial)``
+-> (B, 2) offsets of the panorama from the tile centre in half-tile units (east, north);
+meter-level metrics then add them, in metres, to the top-1 tile centre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.data.base import CrossViewSplit
+from benchmark.data.loader import make_loader
+from benchmark.data.transforms import InputPipeline
+from benchmark.model import CrossViewModel
+
+Refiner = Callable[[np.ndarray], dict[str, np.ndarray]]  # top-1 tile ids -> Evaluation extras
+
+
+class TopPairs(Dataset):
+    """Ground image i with reference image TOP1[i] (its best retrieved tile)."""
+
+    def __init__(self, split: CrossViewSplit, top1: np.ndarray, pipeline: InputPipeline) -> None:
+        self.split, self.top1, self.pipeline = split, top1, pipeline
+
+    def __len__(self) -> int:
+        return self.split.num_ground
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            self.pipeline.ground(self.split.load_ground(i)),
+            self.pipeline.aerial(self.split.load_aerial(int(self.top1[i]))),
+        )
+
+
+def top1_offsets(
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    top1: np.ndarray,
+    pipeline: InputPipeline,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """(n, 2) metres (east, north) the model places each query from its top-1 tile centre."""
+    loader = make_loader(TopPairs(split, top1, pipeline), batch_size, 0, device)
+    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+    out = []
+    model.eval()
+    with torch.inference_mode(), amp:
+        for ground, aerial in loader:
+            out.append(model.predict_offsets(ground.to(device), aerial.to(device)).float().cpu())
+    return torch.cat(out).numpy().astype(np.float64) * (split.aerial_tile_metres / 2)
+
+
+def offset_refiner(
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    pipeline: InputPipeline,
+    batch_size: int,
+    device: torch.device,
+) -> Refiner | None:
+    """top1 -> {'offset': metres} when the model predicts offsets and SPLIT has them, else None."""
+    if not getattr(model, "predicts_offsets", False) or split.offsets is None:
+        return None
+    if not split.aerial_tile_metres:
+        return None
+
+    def refine(top1: np.ndarray) -> dict[str, np.ndarray]:
+        return {"offset": top1_offsets(model, split, top1, pipeline, batch_size, device)}
+
+    return refine
