@@ -1,6 +1,7 @@
 """Check the harness's latency figure against a bare timing loop of the same model.
 
     python benchmarks/bench_latency.py [--plugin safa] [--variant tiny] [--device cpu]
+                                       [--rounds 3] [--threads N]
 
 Both measure one ground+aerial pair at batch 1 in the same process; the bare loop times
 ITERS back-to-back forwards with one clock read (and one CUDA sync) at each end. The two
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = registry().model(args.plugin)
     model = spec.build(variant_options(spec, args.variant))
     device = torch.device(args.device)
