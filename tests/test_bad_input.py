@@ -64,14 +64,16 @@ def cvusa(tmp: Path, *extra: str, root: Path | None = None) -> list[str]:
     ]  # fmt: skip
 
 
-def damaged_cvusa(damage: Callable[[Path, list[str]], Path]) -> Callable[[Path], list[str]]:
+def damaged_cvusa(
+    damage: Callable[[Path, list[str]], Path], *extra: str
+) -> Callable[[Path], list[str]]:
     """A case on a CVUSA folder after DAMAGE(root, test ids) ran (it returns the bad path)."""
 
     def case(tmp: Path) -> list[str]:
         root, ids = cvusa_root(tmp)
         bad = damage(root, ids)
         (tmp / "bad-path").write_text(str(bad))
-        return cvusa(tmp, root=root)
+        return cvusa(tmp, *extra, root=root)
 
     return case
 
@@ -194,6 +196,8 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
     ("empty-split", damaged_cvusa(empty_split), 2, ["{bad}", "lists no pairs"]),
     ("corrupt-image", damaged_cvusa(truncate), 1,
      ["{bad}", "could not be decoded", "skip_bad_images"]),
+    ("corrupt-image-in-loader-worker", damaged_cvusa(truncate, "--workers", "1"), 1,
+     ["{bad}", "could not be decoded"]),
     ("wrong-image-mode", damaged_cvusa(sixteen_bit), 1, ["{bad}", "I;16", "8-bit"]),
     ("wrong-image-size", damaged_cvusa(not_square), 1, ["{bad}", "(40x48 pixels)", "square"]),
     ("value-out-of-range", lambda t: synthetic(t, "--set", "lr=-1"), 2,

@@ -7,8 +7,7 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from tests.conftest import TINY_WORLD
 
 LIMIT, BATCH = 12, 4
 STEPS_PER_EPOCH = LIMIT // BATCH
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_args(results: Path, *extra: str) -> list[str]:
@@ -64,22 +62,31 @@ def in_process(args: list[str], fault: str | None, monkeypatch: pytest.MonkeyPat
     return main(args)
 
 
-def subprocess_run(args: list[str], fault: str | None) -> subprocess.CompletedProcess:
-    """Run the CLI in a fresh process with the fault hook set to FAULT (or unset)."""
-    env = {k: v for k, v in os.environ.items() if k != faults.VARIABLE}
-    env["CVGL_BENCHMARK_PLUGINS"] = "core,safa"
-    env["OMP_NUM_THREADS"] = "1"  # as in this process (see one_thread)
-    if fault is not None:
-        env[faults.VARIABLE] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "benchmark", *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
-    )  # fmt: skip
+def child_run(args: list[str], fault: str) -> int:
+    """Run the CLI in a forked child process with the fault hook set to FAULT; its exit
+    status (negative: killed by that signal). Forking skips a fresh interpreter's imports."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            os.environ[faults.VARIABLE] = fault
+            faults.reset()
+            code = main(args)
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 300
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the child run with {fault} hung")
+        time.sleep(0.05)
+    return os.waitstatus_to_exitcode(done[1])
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Any:
-    """One intra-op thread: identical arithmetic in-process and in subprocesses, and no
+    """One intra-op thread: identical arithmetic in this process and its children, and no
     OpenMP spinning on a shared machine (10x faster here under load)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -144,21 +151,18 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(
     root = tmp_path / "checkpoints"
 
     # killed during epoch 2: epoch 1's checkpoint survives, no result is written
-    out = subprocess_run(args, f"train-step:{STEPS_PER_EPOCH + 2}")
-    assert out.returncode == -signal.SIGKILL
+    assert child_run(args, f"train-step:{STEPS_PER_EPOCH + 2}") == -signal.SIGKILL
     assert not list(tmp_path.glob("*.json"))
     assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 1
 
     # killed half-way through writing epoch 2's checkpoint: the partial one is ignored
-    out = subprocess_run([*args, "--resume"], "checkpoint-write:1")
-    assert out.returncode == -signal.SIGKILL
+    assert child_run([*args, "--resume"], "checkpoint-write:1") == -signal.SIGKILL
     partial = list(root.rglob(".epoch-*.partial"))
     assert partial and (partial[0] / "model.safetensors").is_file()
     assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 1
 
     # killed during evaluation: training is complete and checkpointed
-    out = subprocess_run([*args, "--resume"], "evaluate:1")
-    assert out.returncode == -signal.SIGKILL
+    assert child_run([*args, "--resume"], "evaluate:1") == -signal.SIGKILL
     assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 2
     assert not list(root.rglob(".epoch-*.partial"))
 
