@@ -95,8 +95,10 @@ def test_batch_hard_soft_margin_is_eq_3_1() -> None:
 
 def test_losses_use_ground_anchors_and_optionally_both_directions() -> None:
     torch.manual_seed(0)
-    out = {"ground": F.normalize(torch.randn(6, 16), dim=1),
-           "aerial": F.normalize(torch.randn(6, 16), dim=1)}
+    out = {
+        "ground": F.normalize(torch.randn(6, 16), dim=1),
+        "aerial": F.normalize(torch.randn(6, 16), dim=1),
+    }
     d = pair_distances(out["ground"], out["aerial"])  # row = aerial
     torch.testing.assert_close(MHNWLoss()(out, {}), mhnw_from_distances(d.T))
     both = (mhnw_from_distances(d.T) + mhnw_from_distances(d)) / 2
@@ -118,8 +120,14 @@ def test_losses_are_registered_for_any_model() -> None:
 
 @pytest.mark.parametrize(
     ("variant", "loss"),
-    [("paper", MHNWLoss()), ("backbone-only", MHNWLoss()), ("bam", MHNWLoss()),
-     ("cbam", MHNWLoss()), ("gap", MHNWLoss()), ("paper", BatchHardSoftMargin())],
+    [
+        ("paper", MHNWLoss()),
+        ("backbone-only", MHNWLoss()),
+        ("bam", MHNWLoss()),
+        ("cbam", MHNWLoss()),
+        ("gap", MHNWLoss()),
+        ("paper", BatchHardSoftMargin()),
+    ],
     ids=["paper", "backbone-only", "bam", "cbam", "gap", "paper-batch-hard"],
 )
 def test_ablation_variants_train_at_tiny_size(variant: str, loss: object) -> None:

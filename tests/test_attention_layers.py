@@ -62,8 +62,14 @@ def _bam_direct(bam: BAM, x: torch.Tensor) -> torch.Tensor:
     lin1, _, lin2, bn1 = bam.channel
     c0, _, c1, _, c2, _, c3, bn2 = bam.spatial
     h = F.relu(F.linear(x.mean((2, 3)), lin1.weight, lin1.bias))
-    mc = F.batch_norm(F.linear(h, lin2.weight, lin2.bias), bn1.running_mean, bn1.running_var,
-                      bn1.weight, bn1.bias, eps=bn1.eps)
+    mc = F.batch_norm(
+        F.linear(h, lin2.weight, lin2.bias),
+        bn1.running_mean,
+        bn1.running_var,
+        bn1.weight,
+        bn1.bias,
+        eps=bn1.eps,
+    )
     s = F.relu(F.conv2d(x, c0.weight, c0.bias))
     s = F.relu(F.conv2d(s, c1.weight, c1.bias, padding=4, dilation=4))
     s = F.relu(F.conv2d(s, c2.weight, c2.bias, padding=4, dilation=4))

@@ -22,8 +22,10 @@ def loop_netvlad(
             feats.append(v / math.sqrt(sum(float(t) ** 2 for t in v)))
     vlad = [[0.0] * k_dim for _ in range(d_dim)]
     for f in feats:
-        logits = [sum(float(f[d]) * float(w[d, k]) for d in range(d_dim)) + float(b[k])
-                  for k in range(k_dim)]
+        logits = [
+            sum(float(f[d]) * float(w[d, k]) for d in range(d_dim)) + float(b[k])
+            for k in range(k_dim)
+        ]
         top = max(logits)
         exps = [math.exp(z - top) for z in logits]
         assign = [e / sum(exps) for e in exps]

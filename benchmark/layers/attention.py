@@ -61,16 +61,20 @@ class BAM(nn.Module):
         super().__init__()
         hidden = max(1, channels // reduction)
         self.channel = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
+            nn.Linear(channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels),
             nn.BatchNorm1d(channels),
         )
         self.spatial = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+            nn.Conv2d(channels, hidden, 1),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, 1), nn.BatchNorm2d(1),
+            nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+            nn.BatchNorm2d(1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

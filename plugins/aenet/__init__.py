@@ -12,7 +12,12 @@ from plugins.aenet.loss import LOSSES, BatchHardSoftMargin, MHNWLoss, mhnw_from_
 from plugins.aenet.model import AENet, AENetOptions
 
 __all__ = [
-    "AENet", "AENetOptions", "BatchHardSoftMargin", "MHNWLoss", "SPEC", "mhnw_from_distances",
+    "AENet",
+    "AENetOptions",
+    "BatchHardSoftMargin",
+    "MHNWLoss",
+    "SPEC",
+    "mhnw_from_distances",
 ]
 
 CARD = ModelCard(
@@ -76,8 +81,13 @@ SPEC = ModelSpec(
     options=AENetOptions,
     build=AENet,
     recipe=Recipe(
-        optimizer="adamw", lr=1e-5, weight_decay=5e-5, batch_size=24, epochs=100,
-        schedule="constant", loss="mhnw",
+        optimizer="adamw",
+        lr=1e-5,
+        weight_decay=5e-5,
+        batch_size=24,
+        epochs=100,
+        schedule="constant",
+        loss="mhnw",
     ),
     card=CARD,
     variants={

@@ -108,8 +108,11 @@ class AENet(CrossViewModel):
         self.descriptor_dim = self.ground.output_dim
         cfg = self.ground.backbone.pretrained_cfg
         self.preprocess = Preprocess(
-            opts.ground_size, opts.aerial_size, opts.polar,
-            mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            opts.ground_size,
+            opts.aerial_size,
+            opts.polar,
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
         )
 
     def embed_ground(self, x: torch.Tensor) -> torch.Tensor:

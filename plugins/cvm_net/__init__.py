@@ -9,8 +9,7 @@ from plugins.cvm_net.model import CVMNet, CVMNetOptions
 __all__ = ["CVMNet", "CVMNetOptions", "SPEC"]
 
 CARD = ModelCard(
-    title="CVM-Net: Cross-View Matching Network for Image-Based Ground-to-Aerial "
-    "Geo-Localization",
+    title="CVM-Net: Cross-View Matching Network for Image-Based Ground-to-Aerial Geo-Localization",
     authors="Sixing Hu, Mengdan Feng, Rang M. H. Nguyen, Gim Hee Lee",
     venue="CVPR 2018",
     url="https://openaccess.thecvf.com/content_cvpr_2018/html/"

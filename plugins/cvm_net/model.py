@@ -64,8 +64,11 @@ def _shared_fc(in_dim: int, out_dim: int) -> nn.Linear:
 
 def _conv_relu_drop(channels: int, kernel: int, dropout: float) -> list[nn.Module]:
     """A CVM-Net-II transformation layer: conv (same padding), ReLU, dropout."""
-    return [nn.Conv2d(channels, channels, kernel, padding=kernel // 2), nn.ReLU(inplace=True),
-            nn.Dropout(dropout)]
+    return [
+        nn.Conv2d(channels, channels, kernel, padding=kernel // 2),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+    ]
 
 
 class CVMNet(CrossViewModel):
