@@ -459,7 +459,7 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
     The paper's compute figure is compared with our GMACs when the card says the paper's
     "GFLOPs" are MACs (``gflops_is_macs``), with our GFLOPs otherwise. Deltas are shown for
-    the paper variant only (the card describes the paper's configuration).
+    the variant the card's figures describe (``variant``, default "paper") only.
     """
     headers = [
         "plugin",
@@ -484,7 +484,7 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
         ours = row["gmacs"] if is_macs else row["gflops"]
         computed = " (computed)" if rep.get("params_is_computed") else ""
         paper_m = _fmt(rep.get("params_m")) + computed
-        paper = row.get("variant", "paper") == "paper"
+        paper = row.get("variant", "paper") == rep.get("variant", "paper")
         g, a = row["input_ground"], row["input_aerial"]
         table.append(
             [

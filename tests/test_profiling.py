@@ -203,6 +203,8 @@ def test_table_shows_reported_beside_measured() -> None:
     assert cells["GMACs"] == "40.10" and cells["paper G (unit, input)"].startswith("42.24 (MACs")
     assert cells["Δ compute"] == "-5.1%"  # the paper's MACs compared with our GMACs
     assert "max_pool2d x10" in table
+    other = render_profile_table([{**row, "variant": "tiny"}]).splitlines()[2]
+    assert dict(zip(_cells(head), _cells(other), strict=True))["Δ compute"] == "-"
 
 
 def test_unknown_variant_is_a_clear_error() -> None:
