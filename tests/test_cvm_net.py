@@ -24,9 +24,15 @@ def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_cvm_net_i_full_size_matches_computed_count() -> None:
+@pytest.fixture(scope="module")
+def full_cvm_net_i() -> CVMNet:
+    """CVM-Net-I at the paper's configuration, built once on the meta device."""
     with torch.device("meta"):
-        model = CVMNet(CVMNetOptions())
+        return CVMNet(CVMNetOptions())
+
+
+def test_cvm_net_i_full_size_matches_computed_count(full_cvm_net_i: CVMNet) -> None:
+    model = full_cvm_net_i
     assert count(model) == 2 * 14_714_688 + 2 * 65_600 + 32_768 * 4_096 + 4_096
     assert abs(count(model) / 1e6 - 163.8) < 0.05
     assert model.descriptor_dim == 4096
@@ -39,10 +45,8 @@ def test_cvm_net_i_full_size_matches_computed_count() -> None:
     assert (pre.ground_size, pre.aerial_size, pre.polar) == ((128, 512), (256, 256), False)
 
 
-def test_conv1_to_3_frozen_and_dropout_on_conv4_5() -> None:
-    with torch.device("meta"):
-        model = CVMNet(CVMNetOptions())
-    trunk = model.ground[0]
+def test_conv1_to_3_frozen_and_dropout_on_conv4_5(full_cvm_net_i: CVMNet) -> None:
+    trunk = full_cvm_net_i.ground[0]
     convs = [m for m in trunk if isinstance(m, nn.Conv2d)]
     assert len(convs) == 13
     assert [c.weight.requires_grad for c in convs] == [False] * 7 + [True] * 6
