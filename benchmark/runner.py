@@ -298,8 +298,10 @@ def _run_each(
                 print(result.training["traceback"], file=sys.stderr)
         print(f"   result: {path}", flush=True)
         if (signum := interrupt.requested()) is not None:
-            print(f"Stopped by {interrupt.signal_name(signum)}; later plugins were not run. "
-                  "Rerun with --resume to continue.", file=sys.stderr)
+            left = len(configs) - configs.index(cfg) - 1
+            skipped = f" {left} later run(s) did not start." if left else ""
+            print(f"Stopped by {interrupt.signal_name(signum)}.{skipped} Run the same command "
+                  "with --resume to continue.", file=sys.stderr)
             return interrupt.exit_code(signum)
     if failed:
         print(f"{failed} of {len(configs)} runs failed; see the result files.", file=sys.stderr)
