@@ -50,10 +50,13 @@ def vgg_trunk(
     norm = nn.BatchNorm2d if batch_norm else None
     # The classifier head of timm's VGG is large; build on the meta device, keep the trunk.
     full_cfg = [*cfg, "M"]
+    target = torch.empty(0).device  # the caller's default device (meta when only counting)
     with torch.device("meta"):
         net = VGG(full_cfg, num_classes=0, norm_layer=norm)
-    features = net.features[:-1].to_empty(device="cpu")
-    for m in features.modules():
+    features = net.features[:-1]
+    if target.type != "meta":
+        features = features.to_empty(device=target)
+    for m in features.modules() if target.type != "meta" else ():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)

@@ -30,6 +30,7 @@ CARD = ModelCard(
         "gflops_reported": 42.24,
         "gflops_is_macs": True,
         "input": "112x616 both views",
+        "variant": "official",
         "source": "TransGeo comparison table (42.24 'GFLOPs' = GMACs); AENet Tab. 7 lists 15.64",
     },
     notes=(
