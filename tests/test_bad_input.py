@@ -113,11 +113,17 @@ def empty_split(root: Path, ids: list[str]) -> Path:
     return path
 
 
-def wrong_layout(tmp: Path) -> list[str]:
-    """A folder that holds only some of CVUSA's tree."""
-    root = tmp / "not-cvusa"
-    (root / "bingmap/19").mkdir(parents=True)
-    return cvusa(tmp, root=root)
+def wrong_layout(dataset: str) -> Callable[[Path], list[str]]:
+    """A case pointing DATASET at a folder that holds only part of CVUSA's tree."""
+
+    def case(tmp: Path) -> list[str]:
+        root = tmp / "not-cvusa"
+        (root / "bingmap/19").mkdir(parents=True)
+        args = cvusa(tmp, root=root)
+        args[args.index("cvusa")] = dataset
+        return args
+
+    return case
 
 
 def config_file(name: str, text: str) -> Callable[[Path], list[str]]:
@@ -188,9 +194,13 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
     ("missing-data-root", without_data_root, 2, ["needs --data-root"]),
     ("data-root-does-not-exist", lambda t: cvusa(t, root=t / "nowhere"), 2,
      ["nowhere does not exist", "should look like"]),
-    ("wrong-layout", wrong_layout, 2,
+    ("wrong-layout-cvusa", wrong_layout("cvusa"), 2,
      ["not-cvusa does not look like a cvusa folder", "splits/train-19zl.csv",
       "streetview/panos", "bingmap/19/0000001.jpg"]),
+    ("wrong-layout-cvact", wrong_layout("cvact"), 2,
+     ["not-cvusa does not look like a cvact folder", "ACT_data.mat", "satview_polish"]),
+    ("wrong-layout-vigor", wrong_layout("vigor"), 2,
+     ["not-cvusa does not look like a vigor folder", "satellite_list.txt", "NewYork/panorama"]),
     ("split-names-missing-images", damaged_cvusa(all_test_panos_missing), 2,
      [f"none of the {N_TEST} pairs", "{bad}"]),
     ("empty-split", damaged_cvusa(empty_split), 2, ["{bad}", "lists no pairs"]),
