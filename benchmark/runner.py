@@ -24,6 +24,7 @@ from benchmark.evaluate import evaluate
 from benchmark.model import CrossViewModel
 from benchmark.profiling import profile_model
 from benchmark.registry import Registry
+from benchmark.specs import DatasetSpec
 from benchmark.train import train
 from benchmark.weights import load_into, read_state_dict
 
@@ -51,14 +52,20 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
-    """Build the configured dataset bundle (split checked, --limit applied)."""
-    spec = reg.dataset(cfg.dataset)
+def dataset_split(spec: DatasetSpec, cfg: RunConfig) -> str:
+    """The configured split of SPEC (its default when none is given), checked to exist."""
     split = cfg.split or spec.default_split
     if split not in spec.splits:
         raise BenchmarkError(
             f"Dataset {cfg.dataset!r} has no split {split!r}. Its splits: {', '.join(spec.splits)}."
         )
+    return split
+
+
+def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
+    """Build the configured dataset bundle (split checked, --limit applied)."""
+    spec = reg.dataset(cfg.dataset)
+    split = dataset_split(spec, cfg)
     if spec.needs_root and cfg.data_root is None:
         raise BenchmarkError(
             f"Dataset {cfg.dataset!r} needs --data-root pointing at the folder you received "
@@ -241,14 +248,17 @@ def record_import_failures(failures: dict[str, str], configs: list[RunConfig]) -
 
 
 def preflight(reg: Registry, configs: list[RunConfig]) -> None:
-    """Check what every job needs before any work starts: names, the data, the results folder."""
+    """Check what every job needs before any work starts: names, split, the files of a real
+    dataset (a generated one is checked when a job builds it), the results folder."""
     datasets: set[str] = set()
     for cfg in configs:
         reg.loss(cfg.loss)
         for name in cfg.metrics or ():
             reg.metric(name)
+        spec = reg.dataset(cfg.dataset)
+        dataset_split(spec, cfg)
         key = repr((cfg.dataset, cfg.data_root, cfg.split, cfg.dataset_options, cfg.limit))
-        if key not in datasets:
+        if spec.needs_root and key not in datasets:  # the user's files: read their listing now
             datasets.add(key)
             load_dataset(reg, cfg)
     for folder in {Path(cfg.results_dir) for cfg in configs}:
