@@ -72,7 +72,13 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--format", choices=("table", "json"), default="table")
     show = sub.add_parser("show", help="the card of a method")
     show.add_argument("plugin")
-    run = sub.add_parser("run", help="train and evaluate")
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate",
+        epilog="exit codes: 0 every run ok; 1 some run failed (see its result file); 2 bad "
+        "input, nothing was run; 130/143 stopped by SIGINT/SIGTERM after writing a "
+        "checkpoint (continue with --resume)",
+    )
     _add_run_args(run)
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     ev = sub.add_parser("eval", help="evaluate weights without training")
