@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 PROJECT_PLUGINS = "core,safa,cvm_net,aenet,l2ltr,saig,vigor"
 os.environ["CVGL_BENCHMARK_PLUGINS"] = PROJECT_PLUGINS  # never pick up stray plugins
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # pytest -n 2 runs one worker per core
 
 TINY_WORLD: dict[str, Any] = {
     "n_train": 48,
@@ -21,6 +23,9 @@ TINY_WORLD: dict[str, Any] = {
     "tile_metres": 48.0,
     "min_spacing": 2.0,
 }
+
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
