@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 Size = tuple[int, int]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_MEAN_RGB = (123.68 / 255, 116.779 / 255, 103.939 / 255)
 
 
 class ModelOptions(BaseModel):

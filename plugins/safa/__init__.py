@@ -38,8 +38,10 @@ CARD = ModelCard(
         "re-implementation take the max. Default here: max; `--set model.channel_pool=mean` "
         "gives the official code's choice.",
         "The CVACT test numbers are recalled from DSM/L2LTR tables, not re-verified.",
-        "Paper preprocessing: BGR with Caffe mean subtraction (ImageNet VGG weights). The "
-        "tiny variant trains from scratch with BatchNorm and RGB/ImageNet normalisation.",
+        "Paper preprocessing is BGR with Caffe mean subtraction, matching the Caffe VGG16 "
+        "weights it started from; the harness loads timm's (torchvision) VGG16 weights, which "
+        "expect RGB with ImageNet mean/std, so it normalises that way. The tiny variant trains "
+        "from scratch with BatchNorm.",
         "TF 'same' pooling rounds up; every pool here uses ceil_mode=True to match "
         "(112x616 -> 7x39 -> 4x20).",
     ),

@@ -11,7 +11,7 @@ from torch import nn
 
 from benchmark.backbones import VGG16_CFG, vgg_trunk
 from benchmark.model import CrossViewModel, l2n
-from benchmark.specs import CAFFE_MEAN_RGB, ModelOptions, Preprocess
+from benchmark.specs import ModelOptions, Preprocess
 
 TINY_CFG: tuple[int | str, ...] = (32, "M", 64, "M", 128, 128, "M", 256, 256)
 
@@ -97,15 +97,9 @@ class SAFA(CrossViewModel):
         self.aerial = SAFABranch(opts, opts.aerial_size)
         channels = [c for c in (TINY_CFG if tiny else VGG16_CFG) if c != "M"][-1]
         self.descriptor_dim = opts.heads * int(channels)
-        # paper: BGR + Caffe means on an ImageNet VGG; from scratch we use plain RGB/ImageNet
-        self.preprocess = Preprocess(
-            opts.ground_size,
-            opts.aerial_size,
-            opts.polar,
-            mean=CAFFE_MEAN_RGB if not tiny else (0.485, 0.456, 0.406),
-            std=(1 / 255, 1 / 255, 1 / 255) if not tiny else (0.229, 0.224, 0.225),
-            bgr=not tiny,
-        )
+        # timm's vgg16 weights come from torchvision and expect RGB with ImageNet mean/std
+        # (the paper's BGR + Caffe means belong to the original Caffe weights)
+        self.preprocess = Preprocess(opts.ground_size, opts.aerial_size, opts.polar)
 
     def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised ground descriptor."""
