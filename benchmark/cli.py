@@ -52,6 +52,24 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="read unreadable images as black ones (counted in the result) instead of stopping",
     )
     p.add_argument(
+        "--protocol",
+        default=None,
+        help="evaluation protocol: aligned (default), unknown-orientation or fov=N (degrees)",
+    )
+    p.add_argument(
+        "--eval-memory",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="working memory of retrieval in MiB (query chunk size; default 512)",
+    )
+    p.add_argument(
+        "--save-descriptors",
+        action="store_true",
+        default=None,
+        help="keep the test descriptors beside the result (for eval --descriptors)",
+    )
+    p.add_argument(
         "--pretrained",
         nargs="?",
         const=True,
@@ -81,9 +99,15 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_run_args(run)
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    ev = sub.add_parser("eval", help="evaluate weights without training")
+    ev = sub.add_parser("eval", help="evaluate weights or saved descriptors without training")
     _add_run_args(ev)
-    ev.add_argument("--weights", type=Path, required=True, help="safetensors (or torch) file")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="safetensors (or torch) file")
+    source.add_argument(
+        "--descriptors",
+        type=Path,
+        help="descriptors saved by run --save-descriptors: score them again, no model",
+    )
     prof = sub.add_parser("profile", help="params, GMACs, latency, memory")
     prof.add_argument("--plugins", type=_plugins, required=True)
     prof.add_argument("--format", choices=("table", "json"), default="table")
@@ -119,6 +143,9 @@ def _user_settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "seed": args.seed,
         "workers": args.workers,
+        "protocol": args.protocol,
+        "eval_memory_mb": args.eval_memory,
+        "save_descriptors": args.save_descriptors,
     }
     user = merge(user, {k: v for k, v in flags.items() if v is not None})
     if args.pretrained is not None:
@@ -213,7 +240,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from benchmark.runner import run_all
 
     args.sets = [*args.sets, "epochs=0"]
-    return run_all(registry(), _configs(args), weights=args.weights, debug=args.debug)
+    return run_all(
+        registry(),
+        _configs(args),
+        weights=args.weights,
+        debug=args.debug,
+        descriptors=args.descriptors,
+    )
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

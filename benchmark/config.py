@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmark.errors import BenchmarkError
 from benchmark.specs import ModelOptions, ModelSpec
@@ -81,9 +81,26 @@ class RunConfig(BaseModel):
     workers: int = Field(0, ge=0, le=256)
     limit: int | None = Field(None, ge=2, description="cap train and test pairs (smoke runs)")
     retrieval: Literal["auto", "faiss", "torch"] = "auto"
-    topk: int = Field(10, ge=1, le=10_000)
+    topk: int = Field(10, ge=1, le=10_000, description="top-k references stored per query")
+    eval_memory_mb: int = Field(
+        512, ge=1, le=2**24, description="bound on retrieval's working memory (query chunks)"
+    )
+    save_descriptors: bool = Field(False, description="keep test descriptors beside the result")
+    protocol: str = Field(
+        "aligned",
+        pattern=r"^(aligned|unknown-orientation|fov=\d+)$",
+        description="evaluation protocol: aligned, unknown-orientation or fov=N (degrees)",
+    )
+    protocol_seed: int = Field(0, ge=0, description="seed of the protocol's random azimuths")
     profile: bool = Field(True, description="measure params/GMACs/latency/memory after the run")
     metrics: list[str] | None = Field(None, description="metric names to compute (default: all)")
+
+    @field_validator("protocol")
+    @classmethod
+    def _field_of_view_in_range(cls, value: str) -> str:
+        if value.startswith("fov=") and not 0 < int(value[4:]) <= 360:
+            raise ValueError("a field of view is 1 to 360 degrees, e.g. fov=90")
+        return value
 
 
 def parse_value(text: str) -> Any:

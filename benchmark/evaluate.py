@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,11 +15,12 @@ from benchmark import faults
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import ViewDataset, make_loader
-from benchmark.data.transforms import InputPipeline
+from benchmark.data.transforms import GroundProtocol, InputPipeline
+from benchmark.descriptors import check_compatible, load_descriptors
 from benchmark.metrics import Evaluation, one_percent_k
 from benchmark.model import CrossViewModel
-from benchmark.refine import offset_refiner
-from benchmark.retrieval import search
+from benchmark.refine import Refiner, offset_refiner
+from benchmark.retrieval import Retrieval, search
 from benchmark.specs import MetricSpec
 
 
@@ -30,6 +32,8 @@ class EvalReport:
     evaluation: Evaluation
     seconds: float
     backend: str
+    retrieval: Retrieval
+    descriptors: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def extract(
@@ -54,6 +58,59 @@ def extract(
     return torch.cat(out)
 
 
+def ground_protocol(cfg: RunConfig, pipeline: InputPipeline) -> GroundProtocol:
+    """The run's evaluation protocol; FOV padding uses the model's mean colour."""
+    fill = tuple(round(255 * m) for m in pipeline.pre.mean)
+    return GroundProtocol(cfg.protocol, cfg.protocol_seed, fill)
+
+
+def extract_test(
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    pipeline: InputPipeline,
+    cfg: RunConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground descriptors (images seen through the run's protocol) and aerial descriptors."""
+    model.to(device)
+    protocol = ground_protocol(cfg, pipeline)
+    bs, workers = cfg.eval_batch_size, cfg.workers
+    ground = extract(model, protocol.on(split), "ground", pipeline, bs, workers, device)
+    aerial = extract(model, split, "aerial", pipeline, bs, workers, device)
+    return ground, aerial
+
+
+def score(
+    ground: torch.Tensor,
+    aerial: torch.Tensor,
+    split: CrossViewSplit,
+    cfg: RunConfig,
+    metrics: list[MetricSpec],
+    refine: Refiner | None = None,
+) -> EvalReport:
+    """Retrieve for every ground query within cfg.eval_memory_mb; compute applicable metrics."""
+    t0 = time.perf_counter()
+    found = search(
+        ground,
+        aerial,
+        split.positives,
+        cfg.topk,
+        one_percent_k(split.num_aerial),
+        cfg.retrieval,
+        memory_bytes=cfg.eval_memory_mb * 2**20,
+    )
+    ev = Evaluation(found.ranks, found.topk, found.topk_scores, split)
+    if refine is not None:  # within-tile offsets from the top-1 tile (VIGOR)
+        ev.extras.update(refine(found.topk[:, 0]))
+    values: dict[str, Any] = {}
+    for metric in metrics:
+        if metric.applies(ev):
+            values.update(metric.compute(ev))
+    if found.rank_cap is not None:
+        values["rank_cap"] = found.rank_cap
+    return EvalReport(values, ev, time.perf_counter() - t0, found.backend, found)
+
+
 def evaluate(
     model: CrossViewModel,
     split: CrossViewSplit,
@@ -64,20 +121,25 @@ def evaluate(
 ) -> EvalReport:
     """Extract both views, retrieve for every ground query, compute applicable metrics."""
     t0 = time.perf_counter()
-    model.to(device)
-    ground = extract(model, split, "ground", pipeline, cfg.eval_batch_size, cfg.workers, device)
-    aerial = extract(model, split, "aerial", pipeline, cfg.eval_batch_size, cfg.workers, device)
-    found = search(
-        ground, aerial, split.positives, cfg.topk, one_percent_k(split.num_aerial), cfg.retrieval
-    )
-    ev = Evaluation(found.ranks, found.topk, found.topk_scores, split)
-    refine = offset_refiner(model, split, pipeline, cfg.eval_batch_size, device)
-    if refine is not None:  # within-tile offsets from the top-1 tile (VIGOR)
-        ev.extras.update(refine(found.topk[:, 0]))
-    values: dict[str, Any] = {}
-    for metric in metrics:
-        if metric.applies(ev):
-            values.update(metric.compute(ev))
-    if found.rank_cap is not None:
-        values["rank_cap"] = found.rank_cap
-    return EvalReport(values, ev, time.perf_counter() - t0, found.backend)
+    ground, aerial = extract_test(model, split, pipeline, cfg, device)
+    seen = ground_protocol(cfg, pipeline).on(split)
+    refine = offset_refiner(model, seen, pipeline, cfg.eval_batch_size, device)
+    report = score(ground, aerial, split, cfg, metrics, refine)
+    report.seconds = time.perf_counter() - t0
+    report.descriptors = (ground, aerial)
+    return report
+
+
+def evaluate_saved(
+    path: Path,
+    split: CrossViewSplit,
+    cfg: RunConfig,
+    device: torch.device,
+    metrics: list[MetricSpec],
+) -> tuple[EvalReport, dict[str, Any]]:
+    """Score descriptors saved by an earlier run on DEVICE (no model); also return their
+    metadata."""
+    saved = load_descriptors(path)
+    check_compatible(saved, cfg.model_dump(mode="json"), split.num_ground, split.num_aerial)
+    ground, aerial = saved.ground.to(device), saved.aerial.to(device)
+    return score(ground, aerial, split, cfg, metrics), saved.meta

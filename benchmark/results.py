@@ -25,6 +25,7 @@ class RunResult(BaseModel):
     dataset: str
     split: str
     seed: int
+    protocol: str = "aligned"
     status: Literal["ok", "failed", "interrupted"]
     error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -34,6 +35,9 @@ class RunResult(BaseModel):
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     dataset_info: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(
+        default_factory=dict, description="companion files beside this one (ranks, descriptors)"
+    )
     env: dict[str, Any] = Field(default_factory=dict)
     harness_version: str = __version__
     git_commit: str | None = None
@@ -43,9 +47,14 @@ class RunResult(BaseModel):
     eval_seconds: float = 0.0
 
     def filename(self) -> str:
-        """Stable file name: one file per (plugin, variant, regime, dataset, split, seed)."""
+        """Stable name: one file per plugin, variant, regime, dataset, split, seed and protocol."""
+        return self.stem() + ".json"
+
+    def stem(self) -> str:
+        """The file name without extension, shared with its companion files."""
         stem = f"{self.plugin}-{self.variant}-{self.regime}-seed{self.seed}"
-        return f"{self.dataset}-{self.split}__{stem}.json"
+        track = "" if self.protocol == "aligned" else "-" + self.protocol.replace("=", "")
+        return f"{self.dataset}-{self.split}__{stem}{track}"
 
 
 def now() -> str:

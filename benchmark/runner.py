@@ -19,11 +19,13 @@ from benchmark.config import RunConfig, model_options, validation_message
 from benchmark.data import images
 from benchmark.data.base import DatasetBundle
 from benchmark.data.transforms import InputPipeline
+from benchmark.descriptors import descriptor_meta, save_descriptors
 from benchmark.errors import BenchmarkError, user_message
-from benchmark.evaluate import evaluate
+from benchmark.evaluate import EvalReport, evaluate, evaluate_saved, ground_protocol
 from benchmark.model import CrossViewModel
 from benchmark.profiling import profile_model
 from benchmark.registry import Registry
+from benchmark.retrieval import save_retrieval
 from benchmark.specs import DatasetSpec
 from benchmark.train import train
 from benchmark.weights import load_into, read_state_dict
@@ -96,8 +98,12 @@ def run_job(
     cfg: RunConfig,
     resume: bool = False,
     weights: Path | None = None,
+    descriptors: Path | None = None,
 ) -> results.RunResult:
-    """Run one plugin end to end and return its (ok or failed) result; never raises."""
+    """Run one plugin end to end and return its (ok or failed) result; never raises.
+
+    With DESCRIPTORS (saved by an earlier run) no model is built: they are scored again.
+    """
     spec = reg.model(cfg.plugin)
     split = cfg.split or (
         reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?"
@@ -109,6 +115,7 @@ def run_job(
         dataset=cfg.dataset,
         split=split,
         seed=cfg.seed,
+        protocol=cfg.protocol,
         status="failed",
         config=cfg.model_dump(mode="json"),
         started=results.now(),
@@ -125,8 +132,12 @@ def run_job(
         result.env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         opts = model_options(spec, cfg)
         result.model_options = opts.model_dump(mode="json")
-        model: CrossViewModel = spec.build(opts)
-        if weights is not None:
+        if descriptors is not None and cfg.epochs > 0:
+            raise BenchmarkError(
+                "Saved descriptors are scored without training; use `eval --descriptors PATH`."
+            )
+        model: CrossViewModel | None = None if descriptors is not None else spec.build(opts)
+        if weights is not None and model is not None:
             load_into(model, read_state_dict(weights), str(weights))
         bundle = load_dataset(reg, cfg)
         result.dataset_info = {
@@ -135,8 +146,10 @@ def run_job(
             "test_references": bundle.test.num_aerial,
             **bundle.info,
         }
-        pipeline = InputPipeline(model.preprocess, bundle.geometry)
-        result.preprocessing = pipeline.describe()
+        if model is not None:
+            pipeline = InputPipeline(model.preprocess, bundle.geometry)
+            result.preprocessing = pipeline.describe()
+            result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
         loss_fn = reg.loss(cfg.loss).build(**cfg.loss_options)
         if cfg.epochs > 0:
             report = train(
@@ -175,11 +188,17 @@ def run_job(
         metrics = list(reg.metrics.values())
         if cfg.metrics:
             metrics = [reg.metric(name) for name in cfg.metrics]
-        ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
+        if model is not None:
+            ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
+        else:
+            ev, saved_meta = evaluate_saved(descriptors, bundle.test, cfg, device, metrics)
+            result.preprocessing = saved_meta.get("preprocessing", {})
+            result.training["descriptors_from"] = str(descriptors)
         result.metrics = ev.metrics
         result.eval_seconds = ev.seconds
         result.training["retrieval_backend"] = ev.backend
-        if cfg.profile:
+        result.files = save_companions(result, cfg, ev)
+        if cfg.profile and model is not None:
             result.profile = profile_model(model, device)
         result.status = "ok"
     except BenchmarkError as exc:
@@ -202,12 +221,32 @@ def record_skipped(result: results.RunResult, cfg: RunConfig) -> None:
         }
 
 
+def save_companions(result: results.RunResult, cfg: RunConfig, ev: EvalReport) -> dict[str, str]:
+    """Write per-query ranks and top-k (always) and the descriptors (when asked) beside the
+    result file; return their file names."""
+    stem = Path(cfg.results_dir) / result.stem()
+    try:
+        found = save_retrieval(f"{stem}.retrieval.npz", ev.retrieval, ev.evaluation.split.positives)
+        files = {"retrieval": found.name}
+        if cfg.save_descriptors and ev.descriptors is not None:
+            meta = descriptor_meta(result.config, result.preprocessing)
+            path = save_descriptors(f"{stem}.descriptors.safetensors", *ev.descriptors, meta)
+            files["descriptors"] = path.name
+    except OSError as exc:
+        raise BenchmarkError(
+            f"Could not write retrieval files to {str(cfg.results_dir)!r} ({exc.strerror}). "
+            "Choose a writable --results-dir with free space."
+        ) from exc
+    return files
+
+
 def run_all(
     reg: Registry,
     configs: list[RunConfig],
     resume: bool = False,
     weights: Path | None = None,
     debug: bool = False,
+    descriptors: Path | None = None,
 ) -> int:
     """Run every config, write each result, print a summary; exit code 1 if any failed.
 
@@ -215,7 +254,7 @@ def run_all(
     """
     preflight(reg, configs)
     with interrupt.stop_on_signals():
-        return _run_each(reg, configs, resume, weights, debug)
+        return _run_each(reg, configs, resume, weights, debug, descriptors)
 
 
 def import_failures(reg: Registry, names: list[str]) -> dict[str, str]:
@@ -285,13 +324,14 @@ def _run_each(
     resume: bool,
     weights: Path | None,
     debug: bool,
+    descriptors: Path | None,
 ) -> int:
     failed = 0
     for cfg in configs:
         print(
             f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True
         )
-        result = run_job(reg, cfg, resume=resume, weights=weights)
+        result = run_job(reg, cfg, resume=resume, weights=weights, descriptors=descriptors)
         try:
             path = results.write(result, cfg.results_dir)
         except OSError as exc:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.data.base import SourceGeometry
+from benchmark.data.base import CrossViewSplit, SourceGeometry
 from benchmark.specs import Preprocess
 
 RESIZE = "torch.nn.functional.interpolate(bilinear, antialias=True, align_corners=False)"
@@ -54,9 +54,11 @@ def polar_transform(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.shape[1] != size:
         raise ValueError(f"polar transform needs a square aerial image, got {image.shape[:2]}")
     grid = polar_grid(size, height, width)
-    flat = image.reshape(size * size, -1).astype(np.float32)
-    out = np.einsum("kn,knc->nc", grid.weight, flat[grid.index])
-    return out.reshape(height, width, -1)
+    near = image.reshape(size * size, -1)[grid.index]  # (4, H*W, C): gather before casting
+    out = near[0] * grid.weight[0, :, None]
+    for k in range(1, 4):
+        out += near[k] * grid.weight[k, :, None]
+    return out.reshape(height, width, -1).astype(np.float32, copy=False)
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -113,3 +115,71 @@ class InputPipeline:
             "resize": RESIZE,
             "polar_sampling": "bilinear from the full-size tile (SAFA formula)",
         }
+
+
+def shift_panorama(image: np.ndarray, columns: int) -> np.ndarray:
+    """Circularly shift an HxWxC panorama right by COLUMNS (a rotation in azimuth)."""
+    return np.roll(image, columns, axis=1)
+
+
+def crop_field_of_view(image: np.ndarray, degrees: float, start: int) -> np.ndarray:
+    """The columns of an HxWxC panorama covering DEGREES of azimuth from column START (wraps)."""
+    width = image.shape[1]
+    columns = max(1, round(width * degrees / 360.0))
+    return image[:, (start + np.arange(columns)) % width]
+
+
+@dataclass(frozen=True)
+class GroundProtocol:
+    """An evaluation protocol applied to test ground panoramas at their native size.
+
+    ``aligned`` leaves them as they are; ``unknown-orientation`` rotates each by a random
+    azimuth; ``fov=N`` keeps N degrees from a random azimuth, placed at column 0 with the
+    remaining columns filled with FILL (the model's mean colour), so pixel scale and input
+    size are those the model was trained at. Azimuths are a pure function of (seed, index).
+    """
+
+    name: str = "aligned"
+    seed: int = 0
+    fill: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def fov(self) -> float | None:
+        """Field of view in degrees, or None when the whole panorama is kept."""
+        return float(self.name[4:]) if self.name.startswith("fov=") else None
+
+    def azimuth(self, index: int) -> float:
+        """The random azimuth (degrees in [0, 360)) of ground image INDEX."""
+        return float(np.random.default_rng([self.seed, index]).random() * 360.0)
+
+    def apply(self, image: np.ndarray, index: int) -> np.ndarray:
+        """Ground image INDEX as this protocol presents it to the model."""
+        if self.name == "aligned":
+            return image
+        width = image.shape[1]
+        start = round(self.azimuth(index) / 360.0 * width) % width
+        if self.fov is None:
+            return shift_panorama(image, -start)
+        crop = crop_field_of_view(image, self.fov, start)
+        out = np.empty_like(image)
+        out[:] = np.asarray(self.fill, dtype=image.dtype)
+        out[:, : crop.shape[1]] = crop
+        return out
+
+    def on(self, split: CrossViewSplit) -> CrossViewSplit:
+        """SPLIT with its ground images seen through this protocol (labels unchanged)."""
+        if self.name == "aligned":
+            return split
+        load = split.load_ground
+        return replace(split, load_ground=lambda i: self.apply(load(i), i))
+
+    def describe(self) -> dict[str, object]:
+        """The protocol as recorded in the result file."""
+        out: dict[str, object] = {"name": self.name}
+        if self.name != "aligned":
+            out["seed"] = self.seed
+            out["azimuth"] = "uniform in [0, 360) from numpy default_rng([seed, index])"
+        if self.fov is not None:
+            out["fov_degrees"] = self.fov
+            out["layout"] = "crop at column 0, other columns filled with the normalisation mean"
+        return out
