@@ -37,6 +37,26 @@ class CrossViewModel(nn.Module):
         return {"ground": self, "aerial": self}
 
 
+class TwoBranchModel(CrossViewModel):
+    """A model with unshared ``ground`` and ``aerial`` modules mapping images to raw
+    descriptors; embedding L2-normalises their output."""
+
+    ground: nn.Module
+    aerial: nn.Module
+
+    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised ground descriptor."""
+        return l2n(self.ground(x))
+
+    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised aerial descriptor."""
+        return l2n(self.aerial(x))
+
+    def branches(self) -> dict[str, nn.Module]:
+        """Ground and aerial branches (nothing shared)."""
+        return {"ground": self.ground, "aerial": self.aerial}
+
+
 def l2n(x: torch.Tensor) -> torch.Tensor:
     """L2-normalise along the last dimension."""
     return F.normalize(x, p=2, dim=-1)

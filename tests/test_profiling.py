@@ -180,12 +180,12 @@ def _cells(line: str) -> list[str]:
 def test_table_shows_reported_beside_measured() -> None:
     row = {
         "plugin": "safa",
-        "variant": "paper",
-        "params_m": 29.496448,
-        "gmacs": 40.1,
-        "gflops": 80.2,
-        "input_ground": [128, 512],
-        "input_aerial": [128, 512],
+        "variant": "official",
+        "params_m": 29.533696,
+        "gmacs": 42.25,
+        "gflops": 84.5,
+        "input_ground": [112, 616],
+        "input_aerial": [112, 616],
         "latency_ms": 500.0,
         "throughput": 2.0,
         "batch_size": 4,
@@ -199,9 +199,12 @@ def test_table_shows_reported_beside_measured() -> None:
     table = render_profile_table([row])
     head, _, line = table.splitlines()[:3]
     cells = dict(zip(_cells(head), _cells(line), strict=True))
-    assert cells["params M"] == cells["paper M"] == "29.50"
-    assert cells["GMACs"] == "40.10" and cells["paper G (unit, input)"].startswith("42.24 (MACs")
-    assert cells["Δ compute"] == "-5.1%"  # the paper's MACs compared with our GMACs
+    assert (cells["params M"], cells["paper M"]) == ("29.53", "29.50")
+    assert cells["GMACs"] == "42.25" and cells["paper G (unit, input)"].startswith("42.24 (MACs")
+    assert cells["Δ compute"] == "+0.0%"  # the paper's MACs compared with our GMACs, same config
+    paper = render_profile_table([{**row, "variant": "paper", "gmacs": 40.1}])
+    paper_cells = dict(zip(_cells(head), _cells(paper.splitlines()[2]), strict=True))
+    assert paper_cells["Δ compute"] == "-"  # not the configuration the paper measured
     assert "max_pool2d x10" in table
     other = render_profile_table([{**row, "variant": "tiny"}]).splitlines()[2]
     assert dict(zip(_cells(head), _cells(other), strict=True))["Δ compute"] == "-"

@@ -11,7 +11,7 @@ from torch import nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.layers import BAM, CBAM, TripletAttention
-from benchmark.model import CrossViewModel, l2n
+from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess, Size
 from benchmark.weights import load_into, read_state_dict, timm_pretrained
 
@@ -92,7 +92,7 @@ class AENetBranch(nn.Module):
         return f.flatten(1) if self.flatten else f.mean((2, 3))
 
 
-class AENet(CrossViewModel):
+class AENet(TwoBranchModel):
     """AENet (Xu et al., ERA 2023): two unshared branches, no projection."""
 
     def __init__(self, opts: AENetOptions) -> None:
@@ -114,15 +114,3 @@ class AENet(CrossViewModel):
             mean=tuple(cfg["mean"]),
             std=tuple(cfg["std"]),
         )
-
-    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised ground descriptor."""
-        return l2n(self.ground(x))
-
-    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised aerial descriptor."""
-        return l2n(self.aerial(x))
-
-    def branches(self) -> dict[str, nn.Module]:
-        """Ground and aerial branches (nothing shared)."""
-        return {"ground": self.ground, "aerial": self.aerial}

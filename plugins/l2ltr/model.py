@@ -13,7 +13,7 @@ from timm.models.resnetv2 import ResNetV2
 from torch import nn
 
 from benchmark.errors import BenchmarkError
-from benchmark.model import CrossViewModel, l2n
+from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
 from benchmark.weights import load_into
 from plugins.l2ltr.attention import SelfCrossEncoder
@@ -117,7 +117,7 @@ class L2LTRBranch(nn.Module):
         return self.encoder(self.embed(x))[:, 0]
 
 
-class L2LTR(CrossViewModel):
+class L2LTR(TwoBranchModel):
     """Layer-to-Layer Transformer (Yang, Lu, Zhu, NeurIPS 2021): unshared branches."""
 
     def __init__(self, opts: L2LTROptions) -> None:
@@ -130,15 +130,3 @@ class L2LTR(CrossViewModel):
             state, source = vit_state_dict(opts.pretrained)
             for branch in (self.ground, self.aerial):
                 load_into(branch, branch_state(state, branch.grid, opts.self_cross), source)
-
-    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised ground descriptor."""
-        return l2n(self.ground(x))
-
-    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised aerial descriptor."""
-        return l2n(self.aerial(x))
-
-    def branches(self) -> dict[str, nn.Module]:
-        """Ground and aerial branches (nothing shared)."""
-        return {"ground": self.ground, "aerial": self.aerial}

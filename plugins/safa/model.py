@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from benchmark.backbones import VGG16_CFG, vgg_trunk
-from benchmark.model import CrossViewModel, l2n
+from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
 
 TINY_CFG: tuple[int | str, ...] = (32, "M", 64, "M", 128, 128, "M", 256, 256)
@@ -87,7 +87,7 @@ class SAFABranch(nn.Module):
         return self.safa(self.pool(self.trunk(x)))
 
 
-class SAFA(CrossViewModel):
+class SAFA(TwoBranchModel):
     """Spatial-Aware Feature Aggregation (Shi et al., NeurIPS 2019): unshared branches."""
 
     def __init__(self, opts: SAFAOptions) -> None:
@@ -100,15 +100,3 @@ class SAFA(CrossViewModel):
         # timm's vgg16 weights come from torchvision and expect RGB with ImageNet mean/std
         # (the paper's BGR + Caffe means belong to the original Caffe weights)
         self.preprocess = Preprocess(opts.ground_size, opts.aerial_size, opts.polar)
-
-    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised ground descriptor."""
-        return l2n(self.ground(x))
-
-    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised aerial descriptor."""
-        return l2n(self.aerial(x))
-
-    def branches(self) -> dict[str, nn.Module]:
-        """Ground and aerial branches (nothing shared)."""
-        return {"ground": self.ground, "aerial": self.aerial}

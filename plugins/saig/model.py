@@ -11,7 +11,7 @@ from timm.layers import Attention, resample_abs_pos_embed
 from torch import nn
 
 from benchmark.errors import BenchmarkError
-from benchmark.model import CrossViewModel, l2n
+from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
 from benchmark.weights import load_into, read_state_dict
 
@@ -162,7 +162,7 @@ def load_backbone(backbone: SAIGBackbone, state: dict[str, torch.Tensor], source
     load_into(backbone, state, source)
 
 
-class SAIG(CrossViewModel):
+class SAIG(TwoBranchModel):
     """Simple Attention-based Image Geo-localization (Zhu, Yang, Lu, Huang, 2023)."""
 
     def __init__(self, opts: SAIGOptions) -> None:
@@ -184,15 +184,3 @@ class SAIG(CrossViewModel):
             state = read_state_dict(opts.pretrained)
             for branch in (self.ground, self.aerial):
                 load_backbone(branch.backbone, dict(state), str(opts.pretrained))
-
-    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised ground descriptor."""
-        return l2n(self.ground(x))
-
-    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised aerial descriptor."""
-        return l2n(self.aerial(x))
-
-    def branches(self) -> dict[str, nn.Module]:
-        """Ground and aerial branches (nothing shared)."""
-        return {"ground": self.ground, "aerial": self.aerial}
