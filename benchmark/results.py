@@ -119,6 +119,8 @@ def read_all(results_dir: Path) -> tuple[list[RunResult], list[str]]:
     """Every valid result under RESULTS_DIR, and a warning line for each unreadable file."""
     found, warnings = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
+        if "checkpoints" in path.relative_to(results_dir).parts:
+            continue  # checkpoint manifests live beside the results, they are not results
         try:
             found.append(RunResult.model_validate_json(path.read_text()))
         except (OSError, ValueError) as exc:

@@ -1,0 +1,91 @@
+"""Leaderboard figures (matplotlib, Agg, PNG): recall@K curves, R@1 vs GMACs, metre accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmark.io import atomic_write
+
+# No software version or date in the file, so the same results give the same bytes.
+PNG_METADATA = {"Software": None}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One leaderboard row as a line: x values, means and standard deviations (0 if one seed)."""
+
+    label: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    err: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One leaderboard row as a point of a cost/accuracy plot."""
+
+    label: str
+    cost: float
+    score: float
+    err: float
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100, metadata=PNG_METADATA)
+
+
+def curve_plot(curves: Sequence[Curve], path: Path, title: str, xlabel: str, ylabel: str) -> None:
+    """Write one line per curve (with error bars) to PATH."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for curve in curves:
+        ax.errorbar(curve.x, curve.y, yerr=curve.err, marker="o", capsize=3, label=curve.label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 100))
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7, loc="best")
+    _save(fig, path)
+
+
+def pareto_front(points: Sequence[Point]) -> list[Point]:
+    """The points no other point beats on both cost (lower) and score (higher), cheapest first."""
+    front: list[Point] = []
+    for p in sorted(points, key=lambda p: (p.cost, -p.score, p.label)):
+        if not front or p.score > front[-1].score:
+            front.append(p)
+    return front
+
+
+def pareto_plot(points: Sequence[Point], path: Path, title: str, xlabel: str, ylabel: str) -> None:
+    """Write a score-vs-cost scatter with the Pareto front drawn as a step line to PATH."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for p in points:
+        ax.errorbar([p.cost], [p.score], yerr=[p.err], marker="o", capsize=3, label=p.label)
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.step(
+            [p.cost for p in front],
+            [p.score for p in front],
+            where="post",
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto front",
+        )
+    costs = [p.cost for p in points if p.cost > 0]
+    if costs and max(costs) / min(costs) > 20:
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    if points:
+        ax.legend(fontsize=7, loc="best")
+    _save(fig, path)

@@ -1,0 +1,151 @@
+"""The leaderboard: a deterministic page (and plots) rendered from result files alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmark import results
+from benchmark.leaderboard import leaderboard_command, render
+from benchmark.plots import Point, pareto_front
+from benchmark.results import RunResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _result(plugin: str, seed: int, r1: float, **over: Any) -> RunResult:
+    fields: dict[str, Any] = {
+        "plugin": plugin,
+        "variant": "tiny",
+        "regime": "quick",
+        "dataset": "cvusa",
+        "split": "test",
+        "seed": seed,
+        "status": "ok",
+        "metrics": {"R@1": r1, "R@5": r1 + 10, "R@10": r1 + 20, "R@1%": r1 + 30, "R@1%_k": 2},
+        "profile": {"params_m": 2.26, "gmacs": 0.27, "latency_ms": 5.0, "descriptor_dim": 2048},
+        "config": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "loss": "x"},
+        "model_options": {"polar": True, "ground_size": [32, 128], "aerial_size": [32, 128]},
+        "env": {"device": "cpu", "threads": 2},
+        "dataset_info": {"train_pairs": 48, "test_queries": 24, "test_references": 24},
+    }
+    fields.update(over)
+    return RunResult(**fields)
+
+
+def _write(folder: Path, *runs: RunResult) -> Path:
+    for run in runs:
+        results.write(run, folder)
+    return folder
+
+
+def _row(text: str, start: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith(start))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Path:
+    """Three SAFA seeds and a failed SAIG run on CVUSA, one synthetic run, one corrupt file."""
+    folder = _write(
+        tmp_path / "results",
+        _result("safa", 0, 50.0),
+        _result("safa", 1, 52.0),
+        _result("safa", 2, 54.0),
+        _result("saig", 0, 0.0, status="failed", error="ValueError: bad shape\n  traceback"),
+        _result("safa", 0, 10.0, dataset="synthetic"),
+    )
+    (folder / "broken.json").write_text("{not json")
+    return folder
+
+
+def test_page_shows_mean_std_seeds_cost_paper_and_failures(
+    board: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "page" / "LEADERBOARD.md"
+    assert leaderboard_command(board, page, check=False) == 0
+    assert "broken.json" in capsys.readouterr().err
+    text = page.read_text()
+    cvusa = text.split("## cvusa / test")[1].split("## ")[0]
+    cells = _row(cvusa, "| [safa]")
+    assert cells[1:4] == ["tiny", "quick", "32x128 / 32x128"]
+    assert cells[6:11] == ["3", "52.00 ± 2.00", "62.00 ± 2.00", "72.00 ± 2.00", "82.00 ± 2.00"]
+    assert cells[11:15] == ["2.26", "0.27", "5.0", "2,048"]
+    assert cells[15:] == ["89.84", "-37.84"]  # the paper's CVUSA R@1 beside ours, never mixed
+    assert "seeds 0 / 1 / 2" in cvusa and "device cpu (2 threads)" in cvusa
+    synthetic = text.split("## synthetic / test")[1].split("## ")[0]
+    assert _row(synthetic, "| [safa]")[-2:] == ["-", "-"]  # no paper numbers for the world
+    failed = text.split("## Failed runs")[1]
+    assert "| saig " in failed and "ValueError: bad shape" in failed and "traceback" not in failed
+    assert "| [saig]" not in cvusa
+    assert "[safa]: https://papers.nips.cc/" in text
+    cost = text.split("## Cost")[1]
+    assert _row(cost, "| [safa]")[8] == "29.50"  # SAFA's reported parameters beside ours
+    for name in ("recall-cvusa-test.png", "pareto-cvusa-test.png", "recall-synthetic-test.png"):
+        assert f"(plots/{name})" in text
+        assert (page.parent / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_check_passes_when_current_and_fails_when_a_result_is_altered(
+    board: Path, tmp_path: Path
+) -> None:
+    page = tmp_path / "LEADERBOARD.md"
+    assert leaderboard_command(board, page, check=True) == 1  # not rendered yet
+    assert leaderboard_command(board, page, check=False) == 0
+    before = (tmp_path / "plots" / "recall-cvusa-test.png").read_bytes()
+    assert leaderboard_command(board, page, check=True) == 0
+    assert leaderboard_command(board, page, check=False) == 0
+    assert page.read_text() == render(board, tmp_path)[0]
+    assert (tmp_path / "plots" / "recall-cvusa-test.png").read_bytes() == before
+    path = board / _result("safa", 1, 0.0).filename()
+    data = json.loads(path.read_text())
+    data["metrics"]["R@1"] = 99.0
+    path.write_text(json.dumps(data))
+    assert leaderboard_command(board, page, check=True) == 1
+
+
+def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
+    tmp_path: Path,
+) -> None:
+    def saig(seed: int, head: str, r1: float) -> RunResult:
+        opts = {"polar": False, "ground_size": [32, 128], "aerial_size": [64, 64], "head": head}
+        metrics = {"R@1": r1, "R@5": 1.0, "R@10": 2.0, "R@1%": 3.0, "hit_rate": 40.0}
+        metrics["acc@10m"] = 20.0 + seed
+        return _result(
+            "saig", seed, r1, dataset="vigor", split="same-area", model_options=opts,
+            metrics=metrics,
+        )  # fmt: skip
+
+    folder = _write(
+        tmp_path / "r", saig(0, "smd", 30.0), saig(1, "smd", 32.0), saig(2, "gap", 10.0)
+    )
+    text, plots, warnings = render(folder, tmp_path)
+    assert not warnings
+    headers = _row(text, "| method")
+    assert headers[2] == "setting" and "hit_rate" in headers and "acc@10m" in headers
+    smd, gap = (
+        _row(text, "| [saig]   | tiny      | head=smd"),
+        _row(text, "| [saig]   | tiny      | head=gap"),
+    )
+    assert smd[headers.index("seeds")] == "2" and gap[headers.index("seeds")] == "1"
+    assert smd[headers.index("acc@10m")] == "20.50 ± 0.71"  # one file per seed: seeds 0, 1
+    assert text.index("head=smd") < text.index("head=gap")  # ranked by R@1
+    assert smd[headers.index("polar")] == "no"
+    assert {p.path for p in plots} == {
+        "plots/recall-vigor-same-area.png",
+        "plots/pareto-vigor-same-area.png",
+        "plots/metres-vigor-same-area.png",
+    }
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    pts = [Point("a", 1.0, 10.0, 0), Point("b", 2.0, 5.0, 0), Point("c", 3.0, 20.0, 0)]
+    assert [p.label for p in pareto_front(pts)] == ["a", "c"]
+
+
+def test_committed_leaderboard_is_what_the_committed_results_render() -> None:
+    page = ROOT / "leaderboard" / "LEADERBOARD.md"
+    assert leaderboard_command(ROOT / "leaderboard" / "results", page, check=True) == 0
