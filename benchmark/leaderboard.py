@@ -258,10 +258,11 @@ def _setting(section: pd.DataFrame) -> str:
         f"train pairs {_distinct(section.train_pairs, lambda v: str(int(v)))}",
         f"test {_distinct(section.test_queries, lambda v: str(int(v)))} queries / "
         f"{_distinct(section.test_references, lambda v: str(int(v)))} references",
-        f"limit {_distinct(section.limit, lambda v: str(int(v)))}",
         f"device {devices}",
         f"seeds {_distinct(section.seed, lambda v: str(int(v)))}",
     ]
+    if section.limit.notna().any():
+        parts.append(f"limit {_distinct(section.limit, lambda v: str(int(v)))}")
     if options not in ("-", "{}"):
         parts.append(f"dataset options `{options}`")
     return "Setting: " + "; ".join(parts) + ". Input sizes (ground / aerial) and polar per row."
@@ -462,7 +463,7 @@ def _methods(methods: list[str]) -> list[str]:
         if card is None:
             lines.append(f"- {method}: plugin not installed here, no card.")
         else:
-            lines.append(f"- [{method}]: {card.title}. {card.authors}, {card.venue}.")
+            lines.append(f"- {_link(method)}: {card.title}. {card.authors}, {card.venue}.")
     links = [f"[{m}]: {c.url}" for m in methods if (c := _card(m)) is not None and c.url]
     return [*lines, "", *links, *([""] if links else [])]
 
