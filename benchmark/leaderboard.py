@@ -13,10 +13,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
@@ -29,9 +30,11 @@ from benchmark.specs import ModelCard
 
 RECALL = ("R@1", "R@5", "R@10", "R@1%")
 RECALL_K = {"R@1": 1, "R@5": 5, "R@10": 10}
-# Dataset-specific accuracy metrics, rendered when some run of a section reports them.
-EXTRA_METRIC = re.compile(r"^(hit_rate|acc@\d+(\.\d+)?m)$")
+# Localisation metrics shown as columns when some run of a section reports them; every
+# acc@<d>m and the full accuracy-vs-distance curve go to the metre plot instead.
+TABLE_EXTRA = {"hit_rate": "hit rate", "acc@10m": "acc@10m", "median_error_m": "median error m"}
 METRE_METRIC = re.compile(r"^acc@(\d+(?:\.\d+)?)m$")
+CURVE = "accuracy_curve"
 PROFILE = (("params_m", "params M", 2), ("gmacs", "GMACs", 2), ("latency_ms", "latency ms", 1))
 # Config keys that do not change what a run measures (where it ran from, how it was logged).
 NOT_SETTINGS = frozenset(
@@ -112,7 +115,7 @@ def _run_row(r: RunResult, name: str) -> dict[str, Any]:
         "error": (r.error or "").strip().splitlines()[0] if r.error else "",
         "settings": json.dumps(settings(r), sort_keys=True, default=str),
         "polar": "-" if polar is None else ("yes" if polar else "no"),
-        "loss": r.config.get("loss", "-"),
+        "loss": r.config.get("loss", "-") if r.config.get("epochs") else "- (not trained)",
         "input": f"{_size(ground)} / {_size(aerial)}",
         "device": r.env.get("device", r.config.get("device", "-")),
         "threads": r.env.get("threads"),
@@ -133,8 +136,10 @@ def _run_row(r: RunResult, name: str) -> dict[str, Any]:
         "R@1%_k": r.metrics.get("R@1%_k"),
     }
     for key, value in r.metrics.items():
-        if key in RECALL or EXTRA_METRIC.match(key):
+        if key in RECALL or key in TABLE_EXTRA or METRE_METRIC.match(key):
             row[key] = value
+    curve = r.metrics.get(CURVE)
+    row[CURVE] = json.dumps(curve, sort_keys=True) if isinstance(curve, dict) else None
     for key, _, _ in PROFILE:
         row[key] = r.profile.get(key)
     return row
@@ -189,11 +194,25 @@ def aggregate(section: pd.DataFrame, metrics: list[str]) -> list[dict[str, Any]]
         first = g.iloc[0]
         row.update({c: first[c] for c in ("polar", "loss", "input", "descriptor_dim", "R@1%_k")})
         row["seeds"] = len(g)
+        row["curve"] = _mean_curve(g[CURVE])
         for m in [*metrics, *(p for p, _, _ in PROFILE)]:
             row[m] = _stats(g[m]) if m in g else (math.nan, math.nan, 0)
         rows.append(row)
     _label(rows)
     return sorted(rows, key=_rank)
+
+
+def _mean_curve(values: pd.Series) -> Curve | None:
+    """The runs' accuracy-vs-distance curves averaged, when every run has one on one grid."""
+    curves = [json.loads(v) for v in values if isinstance(v, str)]
+    if not curves or len(curves) != len(values):
+        return None
+    grid = curves[0].get("thresholds_m")
+    if not grid or any(c.get("thresholds_m") != grid for c in curves):
+        return None
+    acc = np.array([c["accuracy"] for c in curves], dtype=float)
+    err = acc.std(axis=0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+    return Curve("", tuple(grid), tuple(acc.mean(axis=0)), tuple(err))
 
 
 def _rank(row: dict[str, Any]) -> tuple:
@@ -271,14 +290,14 @@ def _setting(section: pd.DataFrame) -> str:
 def _section(
     dataset: str, split: str, protocol: str, section: pd.DataFrame
 ) -> tuple[list[str], list[Plot]]:
-    extras = sorted(
-        c for c in section.columns if EXTRA_METRIC.match(c) and section[c].notna().any()
-    )
+    present = [c for c in section.columns if section[c].notna().any()]
+    extras = [c for c in TABLE_EXTRA if c in present]
+    metres = sorted((float(m.group(1)), c) for c in present if (m := METRE_METRIC.match(c)))
     metrics = [*RECALL, *extras]
-    rows = aggregate(section, metrics)
+    rows = aggregate(section, [*metrics, *(c for _, c in metres)])
     with_label = any(r["label"] for r in rows)
     headers = ["method", "variant", *(["setting"] if with_label else []), "regime"]
-    headers += ["input g / a", "polar", "loss", "seeds", *metrics]
+    headers += ["input g / a", "polar", "loss", "seeds", *RECALL, *(TABLE_EXTRA[c] for c in extras)]
     headers += [h for _, h, _ in PROFILE] + ["dim", "paper R@1", "Δ R@1"]
     body = []
     for row in rows:
@@ -312,8 +331,7 @@ def _section(
                 "R@1 (%)",
             )
         )
-    metres = sorted((float(m.group(1)), c) for c in extras if (m := METRE_METRIC.match(c)))
-    if metres:
+    if metres or any(r["curve"] for r in rows):
         plots.append(_metre_plot(rows, metres, title, slug))
     lines = [f"## {title}", "", f"Evaluation protocol: {protocol}. {_setting(section)}", ""]
     lines.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
@@ -358,6 +376,9 @@ def _metre_plot(
 ) -> Plot:
     curves = []
     for row in rows:
+        if row["curve"] is not None:
+            curves.append(replace(row["curve"], label=_plot_label(row)))
+            continue
         pts = [(m, row[c]) for m, c in metres if row[c][2]]
         if pts:
             curves.append(

@@ -13,6 +13,7 @@ from benchmark.io import atomic_write
 
 # No software version or date in the file, so the same results give the same bytes.
 PNG_METADATA = {"Software": None}
+DENSE = 20  # curves with more points are drawn as a line with a band, without markers
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,20 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def curve_plot(curves: Sequence[Curve], path: Path, title: str, xlabel: str, ylabel: str) -> None:
-    """Write one line per curve (with error bars) to PATH."""
+    """Write one line per curve to PATH: error bars for a few points, a band for dense curves."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for curve in curves:
-        ax.errorbar(curve.x, curve.y, yerr=curve.err, marker="o", capsize=3, label=curve.label)
+        if len(curve.x) <= DENSE:
+            ax.errorbar(curve.x, curve.y, yerr=curve.err, marker="o", capsize=3, label=curve.label)
+            continue
+        (line,) = ax.plot(curve.x, curve.y, label=curve.label)
+        low = [y - e for y, e in zip(curve.y, curve.err, strict=True)]
+        high = [y + e for y, e in zip(curve.y, curve.err, strict=True)]
+        ax.fill_between(curve.x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    xs = [x for curve in curves for x in curve.x]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 50:
+        ax.set_xscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 100))
     ax.grid(True, alpha=0.3)
     if curves:
@@ -81,8 +91,8 @@ def pareto_plot(points: Sequence[Point], path: Path, title: str, xlabel: str, yl
             linewidth=1,
             label="Pareto front",
         )
-    costs = [p.cost for p in points if p.cost > 0]
-    if costs and max(costs) / min(costs) > 20:
+    costs = [p.cost for p in points]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, alpha=0.3)

@@ -114,6 +114,7 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
         opts = {"polar": False, "ground_size": [32, 128], "aerial_size": [64, 64], "head": head}
         metrics = {"R@1": r1, "R@5": 1.0, "R@10": 2.0, "R@1%": 3.0, "hit_rate": 40.0}
         metrics["acc@10m"] = 20.0 + seed
+        metrics["accuracy_curve"] = {"thresholds_m": [1.0, 10.0, 100.0], "accuracy": [r1, 50, 90]}
         return _result(
             "saig", seed, r1, dataset="vigor", split="same-area", model_options=opts,
             metrics=metrics,
@@ -125,7 +126,7 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
     text, plots, warnings = render(folder, tmp_path)
     assert not warnings
     headers = _row(text, "| method")
-    assert headers[2] == "setting" and "hit_rate" in headers and "acc@10m" in headers
+    assert headers[2] == "setting" and "hit rate" in headers and "acc@10m" in headers
     smd, gap = (
         _row(text, "| [saig]   | tiny      | head=smd"),
         _row(text, "| [saig]   | tiny      | head=gap"),
@@ -134,6 +135,10 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
     assert smd[headers.index("acc@10m")] == "20.50 ± 0.71"  # one file per seed: seeds 0, 1
     assert text.index("head=smd") < text.index("head=gap")  # ranked by R@1
     assert smd[headers.index("polar")] == "no"
+    metre_plot = next(p for p in plots if p.path.startswith("plots/metres-"))
+    assert [c.y for c in metre_plot.data] == [(31.0, 50.0, 90.0), (10.0, 50.0, 90.0)]
+    metre_plot.write(tmp_path)
+    assert (tmp_path / metre_plot.path).read_bytes()[:4] == b"\x89PNG"
     assert {p.path for p in plots} == {
         "plots/recall-vigor-same-area.png",
         "plots/pareto-vigor-same-area.png",
