@@ -70,7 +70,7 @@ def test_installed_example_lists_runs_and_reaches_the_leaderboard(
     sets = [s.replace(" ", "") for s in sets]
     run = _cli(
         env, "run", "--plugins", "example-gem", "--epochs", "1", "--batch-size", "8",
-        "--device", "cpu", "--results-dir", str(results), *sets,
+        "--device", "cpu", "--results-dir", str(results), "--set", "profile=false", *sets,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert list(results.glob("synthetic-test__example-gem-tiny-quick-seed0.json"))
