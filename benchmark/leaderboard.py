@@ -164,6 +164,12 @@ def _stats(values: pd.Series) -> tuple[float, float, int]:
     return float(vals.mean()), std, len(vals)
 
 
+def _first(values: pd.Series) -> Any:
+    """The first recorded value (profiles may be taken on one seed only), or None."""
+    present = values.dropna()
+    return present.iloc[0] if not present.empty else None
+
+
 def _mean_std(stats: tuple[float, float, int], digits: int = 2) -> str:
     mean, std, n = stats
     if n == 0:
@@ -192,7 +198,8 @@ def aggregate(section: pd.DataFrame, metrics: list[str]) -> list[dict[str, Any]]
     for key, g in section.groupby(ROW_KEYS, sort=True):
         row: dict[str, Any] = dict(zip(ROW_KEYS, key, strict=True))
         first = g.iloc[0]
-        row.update({c: first[c] for c in ("polar", "loss", "input", "descriptor_dim", "R@1%_k")})
+        row.update({c: first[c] for c in ("polar", "loss", "input", "R@1%_k")})
+        row["descriptor_dim"] = _first(g.descriptor_dim)
         row["seeds"] = len(g)
         row["curve"] = _mean_curve(g[CURVE])
         for m in [*metrics, *(p for p, _, _ in PROFILE)]:
@@ -402,8 +409,8 @@ def _metre_plot(
 def _cost(ok: pd.DataFrame) -> list[str]:
     """All methods' measured cost (per variant and model options), the paper's beside it."""
     headers = [
-        "method", "variant", "input g / a", "runs", "params M", "GMACs", "latency ms", "dim",
-        "paper params M", "Δ params", "paper G (unit, input)",
+        "method", "variant", "input g / a", "profiled runs", "params M", "GMACs", "latency ms",
+        "dim", "paper params M", "Δ params", "paper G (unit, input)",
     ]  # fmt: skip
     body = []
     keys = ["method", "variant", "model_settings"]
@@ -424,11 +431,11 @@ def _cost(ok: pd.DataFrame) -> list[str]:
                 _link(method),
                 variant,
                 _distinct(g.input),
-                str(len(g)),
+                str(params[2]),
                 _number(params[0], 2),
                 _number(_stats(g.gmacs)[0], 2),
                 _number(_stats(g.latency_ms)[0], 1),
-                _number(g.descriptor_dim.iloc[0], 0),
+                _number(_first(g.descriptor_dim), 0),
                 _number(paper_m, 2) + computed if paper_m else "-",
                 delta,
                 compute,
