@@ -193,6 +193,8 @@ def resolve(spec: ModelSpec, user: dict[str, Any], quick: bool) -> RunConfig:
     if quick:
         layers = merge(layers, {**QUICK_REGIME, "regime": "quick"})
         layers = merge(layers, dict(spec.quick))
+    if user.get("loss", layers["loss"]) != layers["loss"]:
+        layers["loss_options"] = {}  # the recipe's options belong to the recipe's loss
     cfg = merge(layers, user)
     try:
         run = RunConfig(**cfg)

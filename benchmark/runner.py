@@ -8,6 +8,7 @@ import random
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,17 @@ def job_paths(cfg: RunConfig, split: str) -> Path:
     return Path(cfg.results_dir) / "checkpoints" / stem
 
 
+def build_loss(reg: Registry, cfg: RunConfig) -> Callable[..., torch.Tensor]:
+    """The configured loss; options it does not accept are a clear error."""
+    try:
+        return reg.loss(cfg.loss).build(**cfg.loss_options)
+    except TypeError as exc:
+        raise BenchmarkError(
+            f"Loss {cfg.loss!r} does not accept the options {cfg.loss_options} ({exc}). "
+            "Check --set loss_options.KEY=VALUE."
+        ) from None
+
+
 def run_job(
     reg: Registry,
     cfg: RunConfig,
@@ -150,7 +162,7 @@ def run_job(
             pipeline = InputPipeline(model.preprocess, bundle.geometry)
             result.preprocessing = pipeline.describe()
             result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
-        loss_fn = reg.loss(cfg.loss).build(**cfg.loss_options)
+        loss_fn = build_loss(reg, cfg)
         if cfg.epochs > 0:
             report = train(
                 model,

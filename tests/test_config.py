@@ -70,3 +70,14 @@ def test_yaml_and_toml_files(tmp_path: Path) -> None:
     bad.write_text("epochs: 3\nmodel: [unclosed\n")
     with pytest.raises(BenchmarkError, match="not valid YAML at line"):
         load_config_file(bad)
+
+
+def test_switching_loss_drops_the_recipe_loss_options() -> None:
+    vigor = build_registry().model("vigor")
+    assert resolve(vigor, {}, quick=False).loss_options  # the hybrid's stage lengths
+    switched = resolve(vigor, {"loss": "soft-margin-triplet"}, quick=False)
+    assert switched.loss_options == {}
+    kept = resolve(
+        vigor, {"loss": "soft-margin-triplet", "loss_options": {"alpha": 5}}, quick=False
+    )
+    assert kept.loss_options == {"alpha": 5}
