@@ -13,7 +13,7 @@ from benchmark.backbones import VGG16_CFG, vgg_trunk
 from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
 
-TINY_CFG: tuple[int | str, ...] = (32, "M", 64, "M", 128, 128, "M", 256, 256)
+TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 
 
 class SAFAOptions(ModelOptions):
