@@ -154,9 +154,11 @@ def search(
     backend: str = "auto",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> Retrieval:
-    """Retrieve with BACKEND: 'auto' = chunked torch products (exact ranks; on CPU ~4x faster
-    than faiss-cpu's flat index in benchmarks/bench_retrieval.py), 'faiss' = faiss (GPU index
-    for CUDA descriptors when faiss-gpu is installed)."""
+    """Retrieve with BACKEND: 'auto' = faiss's GPU index for CUDA descriptors when faiss-gpu is
+    installed, otherwise chunked torch products (exact ranks; on CPU ~4x faster than
+    faiss-cpu's flat index in benchmarks/bench_retrieval.py); 'faiss' = faiss; 'torch'."""
+    if backend == "auto" and queries.is_cuda and faiss_gpu_available():
+        backend = "faiss"
     if backend == "faiss":
         if not faiss_available():
             raise BenchmarkError(
