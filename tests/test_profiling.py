@@ -167,7 +167,7 @@ def test_profile_json_schema_of_tiny_safa(capsys, monkeypatch) -> None:
     assert row["flop_counter"].startswith("fvcore ")
     assert all(set(u) == {"op", "count"} and u["count"] > 0 for u in row["uncounted_ops"])
     assert row["input_ground"] == [128, 512] and row["input_aerial"] == [128, 512]
-    assert row["descriptor_dim"] == 8 * 256
+    assert row["descriptor_dim"] == 8 * 128  # 8 SAFA heads x the tiny trunk's 128 channels
     assert row["batch_size"] == 2 and row["precision"] == "float32"
     assert row["device"].startswith("cpu")
     assert row["reported_cost"] == dict(SAFA_SPEC.card.reported_cost)
