@@ -23,7 +23,7 @@ from tabulate import tabulate
 
 from benchmark.io import atomic_write
 from benchmark.plots import Curve, Point, curve_plot, pareto_plot
-from benchmark.profiling import _reported_compute
+from benchmark.profiling import reported_compute
 from benchmark.registry import registry
 from benchmark.results import RunResult, read_all
 from benchmark.specs import ModelCard
@@ -418,7 +418,7 @@ def _cost(ok: pd.DataFrame) -> list[str]:
         card = _card(method)
         rep = dict(card.reported_cost) if card else {}
         params = _stats(g.params_m)
-        _, _, compute = _reported_compute(rep) if rep else (None, True, "-")
+        _, _, compute = reported_compute(rep) if rep else (None, True, "-")
         paper_m = rep.get("params_m")
         delta = (
             f"{100 * (params[0] - paper_m) / paper_m:+.1f}%"

@@ -437,7 +437,7 @@ def _delta(measured: float | None, reported: Any) -> str:
     return f"{100 * (measured - reported) / reported:+.1f}%"
 
 
-def _reported_compute(rep: Mapping[str, Any]) -> tuple[float | None, bool, str]:
+def reported_compute(rep: Mapping[str, Any]) -> tuple[float | None, bool, str]:
     """The card's compute figure, whether it is MACs, and its label.
 
     A paper's own "GFLOPs" (``gflops_reported``, MACs when ``gflops_is_macs``) come first;
@@ -480,7 +480,7 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
     notes = []
     for row in rows:
         rep = dict(row.get("reported_cost") or {})
-        paper_g, is_macs, paper_cell = _reported_compute(rep)
+        paper_g, is_macs, paper_cell = reported_compute(rep)
         ours = row["gmacs"] if is_macs else row["gflops"]
         computed = " (computed)" if rep.get("params_is_computed") else ""
         paper_m = _fmt(rep.get("params_m")) + computed
