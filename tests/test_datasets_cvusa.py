@@ -10,9 +10,10 @@ import pytest
 
 from benchmark.data.cvusa import build_cvusa, inventory, polar_pairs
 from benchmark.data.images import MemmapImages, read_image
-from benchmark.data.transforms import polar_transform
+from benchmark.data.transforms import InputPipeline, polar_transform
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
+from benchmark.specs import Preprocess
 from tests.fixtures_datasets import code_colour, read_code, write_cvusa
 
 
@@ -144,3 +145,21 @@ def test_any_image_mode_reads_as_rgb_uint8(tmp_path: Path, mode: str) -> None:
     assert image.shape == (8, 12, 3) and image.dtype == np.uint8 and image.flags.writeable
     if mode != "L":
         assert np.abs(image[4, 6].astype(int) - (200, 30, 60)).max() < 12
+
+
+def test_training_can_read_the_prepared_polarmap(cvusa_root: tuple[Path, dict]) -> None:
+    root, _ = cvusa_root
+    tiles = build_cvusa(root, "test")
+    prepared = build_cvusa(root, "test", {"polarmap": True})
+    assert prepared.geometry.aerial_polar and not tiles.geometry.aerial_polar
+    polar_model = Preprocess((12, 48), (12, 48), polar=True)
+    from_tiles = InputPipeline(polar_model, tiles.geometry)
+    from_polarmap = InputPipeline(polar_model, prepared.geometry)
+    assert from_polarmap.describe()["polar_sampling"].startswith("prepared polarmap/")
+    for j in range(min(4, prepared.test.num_aerial)):
+        own = from_tiles.aerial(tiles.test.load_aerial(j))
+        read = from_polarmap.aerial(prepared.test.load_aerial(j))
+        assert own.shape == read.shape == (3, 12, 48)
+        assert (own - read).abs().mean() < 0.05  # the same image up to PNG rounding
+    with pytest.raises(BenchmarkError, match="takes non-polar aerial images"):
+        InputPipeline(Preprocess((12, 48), (16, 16), polar=False), prepared.geometry)

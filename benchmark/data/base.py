@@ -76,10 +76,12 @@ class SourceGeometry:
     """How the harness turns raw images into model inputs for this dataset.
 
     ``ground_rows`` keeps a fraction (start, stop) of the panorama rows (CVACT keeps the
-    middle half); the polar transform samples the full-size square aerial image.
+    middle half); the polar transform samples the full-size square aerial image, unless
+    ``aerial_polar`` says the aerial images are already polar (SAFA's prepared polarmap/).
     """
 
     ground_rows: tuple[float, float] = (0.0, 1.0)
+    aerial_polar: bool = False
 
 
 @dataclass

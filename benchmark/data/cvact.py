@@ -11,7 +11,7 @@ equirectangular; the harness keeps their middle half of rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import scipy.io
 
 from benchmark.data.base import DatasetBundle, SourceGeometry
 from benchmark.data.images import LoadOptions
-from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error
+from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error, with_polarmaps
 from benchmark.errors import BenchmarkError
 from benchmark.specs import DatasetSpec
 
@@ -192,7 +192,13 @@ def inventory(root: Path | None, split: str) -> Inventory:
 def build_cvact(root: Path | None, split: str, options: dict | None = None) -> DatasetBundle:
     """CVACT_val ('val') or CVACT_test ('test'), with UTM positions in metres."""
     opts = LoadOptions(**(options or {}))
-    return bundle_from(inventory(root, split), opts, GEOMETRY)
+    inv = inventory(root, split)
+    if opts.polarmap:
+        def polar(a: str) -> str:
+            return str(polarmap_dir(inv.root, Path(a).parent.parent) / f"{Path(a).stem}.png")
+
+        inv = with_polarmaps(inv, polar)
+    return bundle_from(inv, opts, replace(GEOMETRY, aerial_polar=opts.polarmap))
 
 
 SPEC = DatasetSpec(

@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmark.data.base import DatasetBundle, SourceGeometry
 from benchmark.data.images import LoadOptions
-from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error
+from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error, with_polarmaps
 from benchmark.errors import BenchmarkError
 from benchmark.specs import DatasetSpec
 
@@ -94,7 +94,12 @@ def inventory(root: Path | None, split: str = "test") -> Inventory:
 def build_cvusa(root: Path | None, split: str, options: dict | None = None) -> DatasetBundle:
     """CVUSA: train-19zl for training, val-19zl as the test set, images at native size."""
     opts = LoadOptions(**(options or {}))
-    return bundle_from(inventory(root, split), opts, SourceGeometry())
+    inv = inventory(root, split)
+    if opts.polarmap:
+        inv = with_polarmaps(
+            inv, lambda a: str(polarmap_path(inv.root, os.path.relpath(a, inv.root)))
+        )
+    return bundle_from(inv, opts, SourceGeometry(aerial_polar=opts.polarmap))
 
 
 SPEC = DatasetSpec(

@@ -43,6 +43,9 @@ class LoadOptions(BaseModel):
     cache_aerial_size: int | None = Field(
         None, ge=8, description="side of cached aerial tiles; default: the first image's"
     )
+    polarmap: bool = Field(
+        False, description="read SAFA's prepared polar aerials from polarmap/ (polar models)"
+    )
 
 
 def read_image(path: str | Path) -> np.ndarray:

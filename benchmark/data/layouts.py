@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,16 @@ def _split(
         meta=meta,
     )
     return split, report
+
+
+def with_polarmaps(inventory: Inventory, polar_path: Callable[[str], str]) -> Inventory:
+    """INVENTORY with every aerial file replaced by its prepared polar image (POLAR_PATH)."""
+    sides = {
+        name: replace(side, aerial=[polar_path(a) for a in side.aerial])
+        for name, side in inventory.sides.items()
+    }
+    found = [*inventory.found, "aerials read from prepared polarmap/ (dataset_options.polarmap)"]
+    return replace(inventory, sides=sides, found=found)
 
 
 def bundle_from(

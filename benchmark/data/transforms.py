@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.base import CrossViewSplit, SourceGeometry
+from benchmark.errors import BenchmarkError
 from benchmark.specs import Preprocess
 
 RESIZE = "torch.nn.functional.interpolate(bilinear, antialias=True, align_corners=False)"
@@ -74,6 +75,12 @@ class InputPipeline:
     """Turns a dataset's raw uint8 images into a model's normalised input tensors."""
 
     def __init__(self, preprocess: Preprocess, geometry: SourceGeometry) -> None:
+        if geometry.aerial_polar and not preprocess.polar:
+            raise BenchmarkError(
+                "The dataset was asked for SAFA's prepared polar aerials "
+                "(dataset_options.polarmap=true) but this model takes non-polar aerial images. "
+                "Drop the option, or set model.polar=true if the model supports it."
+            )
         self.pre = preprocess
         self.geometry = geometry
         mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(3, 1, 1)
@@ -93,8 +100,11 @@ class InputPipeline:
         return self._finish(resize(x, self.pre.ground_size))
 
     def aerial(self, image: np.ndarray) -> torch.Tensor:
-        """Polar-transform from the full-size tile (or resize), normalise."""
-        if self.pre.polar:
+        """Polar-transform from the full-size tile (or resize a prepared polar image), normalise."""
+        if self.geometry.aerial_polar:
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+            x = resize(x, self.pre.aerial_size)
+        elif self.pre.polar:
             polar = polar_transform(image, *self.pre.aerial_size)
             x = torch.from_numpy(polar).permute(2, 0, 1)
         else:
@@ -113,7 +123,9 @@ class InputPipeline:
             "std": list(self.pre.std),
             "channel_order": "BGR" if self.pre.bgr else "RGB",
             "resize": RESIZE,
-            "polar_sampling": "bilinear from the full-size tile (SAFA formula)",
+            "polar_sampling": "prepared polarmap/ images, resized"
+            if self.geometry.aerial_polar
+            else "bilinear from the full-size tile (SAFA formula)",
         }
 
 
