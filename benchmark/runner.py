@@ -163,7 +163,10 @@ def run_job(
             result.preprocessing = pipeline.describe()
             result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
         loss_fn = build_loss(reg, cfg)
-        if cfg.epochs > 0:
+        trainable = any(p.requires_grad for p in model.parameters())
+        if cfg.epochs > 0 and not trainable:
+            result.training["skipped"] = "the model has no trainable parameters"
+        if cfg.epochs > 0 and trainable:
             report = train(
                 model,
                 bundle.train,

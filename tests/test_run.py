@@ -143,3 +143,12 @@ def test_eval_with_missing_weights_is_a_clear_error(tmp_path: Path, missing: str
     assert out.returncode == 1
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert result["status"] == "failed" and "does not exist" in result["error"]
+
+
+def test_model_without_parameters_skips_training(tiny_run: dict[str, Any]) -> None:
+    reg = build_registry()
+    cfg = resolve(reg.model("raw-pixels"), {**tiny_run, "epochs": 3}, quick=True)
+    result = run_job(reg, cfg)
+    assert result.status == "ok", result.error
+    assert result.training["skipped"] == "the model has no trainable parameters"
+    assert 0 <= result.metrics["R@1"] <= 100
