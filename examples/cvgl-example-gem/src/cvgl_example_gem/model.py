@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchmark.model import CrossViewModel, l2n
+from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
 
 
@@ -47,7 +47,7 @@ def branch(opts: GeMOptions) -> nn.Sequential:
     return nn.Sequential(*layers, GeM(opts.p), nn.Linear(channels, opts.dim))
 
 
-class GeMNet(CrossViewModel):
+class GeMNet(TwoBranchModel):
     """Unshared ground and aerial branches with the same architecture."""
 
     def __init__(self, opts: GeMOptions) -> None:
@@ -56,15 +56,3 @@ class GeMNet(CrossViewModel):
         self.aerial = branch(opts)
         self.preprocess = Preprocess(opts.ground_size, opts.aerial_size, opts.polar)
         self.descriptor_dim = opts.dim
-
-    def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) ground panoramas -> (B, dim) unit descriptors."""
-        return l2n(self.ground(x))
-
-    def embed_aerial(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) aerial tiles -> (B, dim) unit descriptors."""
-        return l2n(self.aerial(x))
-
-    def branches(self) -> dict[str, nn.Module]:
-        """Per-branch modules, for per-branch parameter counts."""
-        return {"ground": self.ground, "aerial": self.aerial}
