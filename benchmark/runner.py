@@ -163,10 +163,9 @@ def run_job(
             result.preprocessing = pipeline.describe()
             result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
         loss_fn = build_loss(reg, cfg)
-        trainable = any(p.requires_grad for p in model.parameters())
-        if cfg.epochs > 0 and not trainable:
+        if cfg.epochs > 0 and not any(p.requires_grad for p in model.parameters()):
             result.training["skipped"] = "the model has no trainable parameters"
-        if cfg.epochs > 0 and trainable:
+        elif cfg.epochs > 0:
             report = train(
                 model,
                 bundle.train,
