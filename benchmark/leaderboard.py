@@ -115,7 +115,9 @@ def _run_row(r: RunResult, name: str) -> dict[str, Any]:
         "error": (r.error or "").strip().splitlines()[0] if r.error else "",
         "settings": json.dumps(settings(r), sort_keys=True, default=str),
         "polar": "-" if polar is None else ("yes" if polar else "no"),
-        "loss": r.config.get("loss", "-") if r.config.get("epochs") else "- (not trained)",
+        "loss": r.config.get("loss", "-")
+        if r.training.get("epochs_completed")
+        else "- (not trained)",
         "input": f"{_size(ground)} / {_size(aerial)}",
         "device": r.env.get("device", r.config.get("device", "-")),
         "threads": r.env.get("threads"),
