@@ -342,9 +342,7 @@ def _run_each(
 ) -> int:
     failed = 0
     for cfg in configs:
-        print(
-            f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True
-        )
+        print(f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True)
         result = run_job(reg, cfg, resume=resume, weights=weights, descriptors=descriptors)
         try:
             path = results.write(result, cfg.results_dir)
@@ -354,8 +352,11 @@ def _run_each(
                 "Choose a writable --results-dir with free space."
             ) from exc
         reg.pm.hook.benchmark_on_result(result=result, path=path)
-        print(summary_line(result), file=sys.stdout if result.status == "ok" else sys.stderr,
-              flush=True)
+        print(
+            summary_line(result),
+            file=sys.stdout if result.status == "ok" else sys.stderr,
+            flush=True,
+        )
         if result.status == "failed":
             failed += 1
             if debug and "traceback" in result.training:
@@ -364,8 +365,11 @@ def _run_each(
         if (signum := interrupt.requested()) is not None:
             left = len(configs) - configs.index(cfg) - 1
             skipped = f" {left} later run(s) did not start." if left else ""
-            print(f"Stopped by {interrupt.signal_name(signum)}.{skipped} Run the same command "
-                  "with --resume to continue.", file=sys.stderr)
+            print(
+                f"Stopped by {interrupt.signal_name(signum)}.{skipped} Run the same command "
+                "with --resume to continue.",
+                file=sys.stderr,
+            )
             return interrupt.exit_code(signum)
     if failed:
         print(f"{failed} of {len(configs)} runs failed; see the result files.", file=sys.stderr)

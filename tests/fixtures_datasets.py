@@ -45,11 +45,14 @@ def coded_image(h: int, w: int, k: int) -> np.ndarray:
     """A smooth textured HxW image with item K's code colour in its top-left 16x16 block."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     phase = k * 0.7
-    img = np.stack([
-        127 + 100 * np.sin(x / 7.0 + phase) * np.cos(y / 9.0),
-        127 + 100 * np.cos(x / 5.0 - phase) * np.sin(y / 6.0 + 1),
-        127 + 90 * np.sin((x + y) / 11.0 + 2 * phase),
-    ], axis=-1)
+    img = np.stack(
+        [
+            127 + 100 * np.sin(x / 7.0 + phase) * np.cos(y / 9.0),
+            127 + 100 * np.cos(x / 5.0 - phase) * np.sin(y / 6.0 + 1),
+            127 + 90 * np.sin((x + y) / 11.0 + 2 * phase),
+        ],
+        axis=-1,
+    )
     img[:16, :16] = code_colour(k)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -69,20 +72,32 @@ def safa_polar(aerial: np.ndarray, height: int, width: int) -> np.ndarray:
     theta = 2 * np.pi * j / width
     rows = s / 2.0 + rho * np.cos(theta)
     cols = s / 2.0 - rho * np.sin(theta)
-    out = [ndimage.map_coordinates(aerial[..., c].astype(np.float64), [rows, cols], order=1,
-                                   mode="constant") for c in range(3)]
+    out = [
+        ndimage.map_coordinates(
+            aerial[..., c].astype(np.float64), [rows, cols], order=1, mode="constant"
+        )
+        for c in range(3)
+    ]
     return np.clip(np.round(np.stack(out, axis=-1)), 0, 255).astype(np.uint8)
 
 
-def write_cvusa(root: Path, n_train: int = 10, n_test: int = 6, ground: tuple[int, int] = (28, 154),
-                aerial: int = 48, polar: tuple[int, int] | None = None) -> dict:
+def write_cvusa(
+    root: Path,
+    n_train: int = 10,
+    n_test: int = 6,
+    ground: tuple[int, int] = (28, 154),
+    aerial: int = 48,
+    polar: tuple[int, int] | None = None,
+) -> dict:
     """A CVUSA folder: splits/*.csv, bingmap/19, streetview/panos (+ polarmap/19)."""
     ids = [f"{k:07d}" for k in range(1, 2 * (n_train + n_test), 2)]  # odd ids, 1-based
     sides = {"train": ids[:n_train], "test": ids[n_train:]}
     files = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
     for side, side_ids in sides.items():
-        lines = [f"bingmap/19/{i}.jpg,streetview/panos/{i}.jpg,streetview/annotations/{i}.png"
-                 for i in side_ids]
+        lines = [
+            f"bingmap/19/{i}.jpg,streetview/panos/{i}.jpg,streetview/annotations/{i}.png"
+            for i in side_ids
+        ]
         (root / "splits").mkdir(parents=True, exist_ok=True)
         (root / "splits" / files[side]).write_text("\n".join(lines) + "\n")
         for i in side_ids:
@@ -100,9 +115,15 @@ def pano_id(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits + "-_") for _ in range(22))
 
 
-def write_cvact(root: Path, n: int = 30, n_train: int = 12, n_val: int = 6,
-                mat_in_small: bool = False, pano: tuple[int, int] = (32, 64),
-                aerial: int = 40) -> dict:
+def write_cvact(
+    root: Path,
+    n: int = 30,
+    n_train: int = 12,
+    n_val: int = 6,
+    mat_in_small: bool = False,
+    pano: tuple[int, int] = (32, 64),
+    aerial: int = 40,
+) -> dict:
     """A CVACT folder: ACT_data.mat (1-based index structs), ANU_data_small, ANU_data_test."""
     rng = random.Random(7)
     ids = [pano_id(rng) for _ in range(n)]
@@ -111,6 +132,7 @@ def write_cvact(root: Path, n: int = 30, n_train: int = 12, n_val: int = 6,
     train, rest = np.sort(order[:n_train]), order[n_train:]
     val, test_all = rest[:n_val], rest
     small, test = root / "ANU_data_small", root / "ANU_data_test"
+
     def column(rows: np.ndarray, dtype: type) -> np.ndarray:
         return (rows + 1)[:, None].astype(dtype)  # 1-based, an (n, 1) column as in MATLAB
 
@@ -127,8 +149,10 @@ def write_cvact(root: Path, n: int = 30, n_train: int = 12, n_val: int = 6,
     for folder, rows in ((small, np.concatenate([train, val])), (test, test_all)):
         for r in rows:
             save(folder / "streetview" / f"{ids[r]}_grdView.jpg", coded_image(*pano, int(r)))
-            save(folder / "satview_polish" / f"{ids[r]}_satView_polish.jpg",
-                 coded_image(aerial, aerial, int(r)))
+            save(
+                folder / "satview_polish" / f"{ids[r]}_satView_polish.jpg",
+                coded_image(aerial, aerial, int(r)),
+            )
     return {"ids": ids, "utm": utm, "train": train, "val": val, "test": test_all, "mat": mat_path}
 
 
@@ -150,9 +174,15 @@ def _latlon(name: str) -> tuple[float, float]:
     return float(parts[1]), float(parts[2])
 
 
-def write_vigor(root: Path, grid: int = 4, per_city: int = 8, corrected: bool = False,
-                reorganised: bool = False, pano: tuple[int, int] = (16, 32),
-                tile: int = 16) -> dict:
+def write_vigor(
+    root: Path,
+    grid: int = 4,
+    per_city: int = 8,
+    corrected: bool = False,
+    reorganised: bool = False,
+    pano: tuple[int, int] = (16, 32),
+    tile: int = 16,
+) -> dict:
     """A VIGOR folder: four cities of tiles on a 50%-overlap grid and labelled panoramas."""
     rng = random.Random(11)
     info: dict = {"tiles": {}, "panos": {}, "tile_code": {}}
@@ -193,15 +223,21 @@ def write_vigor(root: Path, grid: int = 4, per_city: int = 8, corrected: bool = 
             panos.append((name, triples, (lat, lon)))
             save(pano_dir / name, coded_image(*pano, 1000 + len(info["panos"]) * 100 + k))
         info["panos"][city] = panos
-        stems = {"same_area_balanced_train": panos[0::2], "same_area_balanced_test": panos[1::2],
-                 "pano_label_balanced": panos}
+        stems = {
+            "same_area_balanced_train": panos[0::2],
+            "same_area_balanced_test": panos[1::2],
+            "pano_label_balanced": panos,
+        }
         for stem, chosen in stems.items():
-            lines = [" ".join([p] + [f"{t} {d0!r} {d1!r}" for t, d0, d1 in tr])
-                     for p, tr, _ in chosen]
+            lines = [
+                " ".join([p] + [f"{t} {d0!r} {d1!r}" for t, d0, d1 in tr]) for p, tr, _ in chosen
+            ]
             (root / "splits" / city / f"{stem}.txt").write_text("\n".join(lines) + "\n")
             if corrected:
-                fixed = [" ".join([p] + [f"{t} {d0 + 1.0!r} {d1!r}" for t, d0, d1 in tr])
-                         for p, tr, _ in chosen]
+                fixed = [
+                    " ".join([p] + [f"{t} {d0 + 1.0!r} {d1!r}" for t, d0, d1 in tr])
+                    for p, tr, _ in chosen
+                ]
                 out = root / "splits__corrected" / city / f"{stem}__corrected.txt"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text("\n".join(fixed) + "\n")

@@ -141,8 +141,11 @@ def test_missing_tile_drops_its_queries_and_keeps_labels_right(tmp_path: Path) -
     (tmp_path / "Chicago" / "satellite" / gone).unlink()
     with pytest.warns(UserWarning, match="missing"):
         test = build_vigor(tmp_path, "cross-area").test
-    expected = [(c, p, tr) for c, p, tr in labelled(info, CITIES[2:], slice(None))
-                if gone not in [t for t, _, _ in tr]]
+    expected = [
+        (c, p, tr)
+        for c, p, tr in labelled(info, CITIES[2:], slice(None))
+        if gone not in [t for t, _, _ in tr]
+    ]
     assert test.num_aerial == 31 and test.num_ground == len(expected) < 16
     for i, (city, _, triples) in enumerate(expected):
         tiles = [int(test.positives[i]), *test.semi_positives[i].tolist()]

@@ -79,9 +79,18 @@ class Checker:
         todo = [p for p in paths if p not in self.verdicts]
         with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
             results = pool.map(probe, todo)
-            for p, why in zip(todo, tqdm(results, total=len(todo), desc=f"checking {label}",
-                                         unit="img", leave=False, disable=len(todo) < 1000),
-                              strict=True):
+            for p, why in zip(
+                todo,
+                tqdm(
+                    results,
+                    total=len(todo),
+                    desc=f"checking {label}",
+                    unit="img",
+                    leave=False,
+                    disable=len(todo) < 1000,
+                ),
+                strict=True,
+            ):
                 self.verdicts[p] = why
         step = max(1, len(todo) // DECODE_SAMPLE)
         for p in todo[::step][:DECODE_SAMPLE]:
@@ -94,40 +103,56 @@ def _n(x: int) -> str:
     return f"{x:,}"
 
 
-def check_side(checker: Checker, listing: Listing, official: dict[str, int],
-               label: str) -> tuple[list[str], int]:
+def check_side(
+    checker: Checker, listing: Listing, official: dict[str, int], label: str
+) -> tuple[list[str], int]:
     """Report lines for one side and its number of problems (missing + unreadable)."""
     g_absent, a_absent = listing.absent()
     n = len(listing.ground)
     expected = official.get(f"{listing.name} pairs")
-    note = "" if expected is None else (
-        f" (official {_n(expected)})" if expected == n
-        else f" (official {_n(expected)}: this copy lists a different number)"
+    note = (
+        ""
+        if expected is None
+        else (
+            f" (official {_n(expected)})"
+            if expected == n
+            else f" (official {_n(expected)}: this copy lists a different number)"
+        )
     )
-    lines = [f"  {listing.name}: {_n(n)} pairs listed{note}, {_n(len(listing.aerial))} aerial "
-             "images in its gallery"]
+    lines = [
+        f"  {listing.name}: {_n(n)} pairs listed{note}, {_n(len(listing.aerial))} aerial "
+        "images in its gallery"
+    ]
     tiles = official.get(f"{listing.name} tiles")
     if tiles is not None and tiles != len(listing.aerial):
         lines.append(f"    gallery differs from the official {_n(tiles)} tiles")
     n_missing = n_bad = 0
-    for kind, paths, absent in (("ground", listing.ground, g_absent),
-                                ("aerial", listing.aerial, a_absent)):
+    for kind, paths, absent in (
+        ("ground", listing.ground, g_absent),
+        ("aerial", listing.aerial, a_absent),
+    ):
         missing = [p for p, a in zip(paths, absent, strict=True) if a]
         present = [p for p, a in zip(paths, absent, strict=True) if not a]
         bad = checker.unreadable(present, f"{label} {kind}")
         n_missing += len(missing)
         n_bad += len(bad)
-        lines.append(f"    {kind}: {_n(len(present))} present, {_n(len(missing))} missing, "
-                     f"{_n(len(bad))} unreadable")
+        lines.append(
+            f"    {kind}: {_n(len(present))} present, {_n(len(missing))} missing, "
+            f"{_n(len(bad))} unreadable"
+        )
         lines += [f"      missing: {p}" for p in missing[:EXAMPLES]]
         lines += [f"      unreadable: {p} ({why})" for p, why in bad[:EXAMPLES]]
     if n_missing:
         kept, _ = listing.present()
-        lines.append(f"    usable: {_n(len(kept.ground))} of {_n(n)} pairs (the loader drops the "
-                     "rest with a warning and records the count)")
+        lines.append(
+            f"    usable: {_n(len(kept.ground))} of {_n(n)} pairs (the loader drops the "
+            "rest with a warning and records the count)"
+        )
     if n_bad:
-        lines.append("    unreadable images stop a run: restore them, or set "
-                     "dataset_options.skip_bad_images=true to read them as black images")
+        lines.append(
+            "    unreadable images stop a run: restore them, or set "
+            "dataset_options.skip_bad_images=true to read them as black images"
+        )
     return lines, n_missing + n_bad
 
 
@@ -142,8 +167,10 @@ def polar_lines(dataset: str, inv: Inventory) -> list[str]:
         own = polar_transform(read_image(aerial), *prepared.shape[:2])
         diffs.append(float(np.abs(np.round(own) - prepared).mean()))
     verdict = "agree" if max(diffs) <= POLAR_TOLERANCE else "DIFFER (the harness uses its own)"
-    return [f"  prepared polar maps vs on-the-fly transform on {len(pairs)} tiles: mean |diff| "
-            f"<= {max(diffs):.2f} levels: {verdict}"]
+    return [
+        f"  prepared polar maps vs on-the-fly transform on {len(pairs)} tiles: mean |diff| "
+        f"<= {max(diffs):.2f} levels: {verdict}"
+    ]
 
 
 def check_dataset(dataset: str, root: Path, split: str | None) -> tuple[list[str], int]:
@@ -161,14 +188,15 @@ def check_dataset(dataset: str, root: Path, split: str | None) -> tuple[list[str
         lines.append(f"split {name}:")
         lines += [f"  found {f}" for f in inv.found]
         for side in ("train", "test"):
-            side_lines, n = check_side(checker, inv.sides[side], inv.official,
-                                       f"{name} {side}")
+            side_lines, n = check_side(checker, inv.sides[side], inv.official, f"{name} {side}")
             lines += side_lines
             problems += n
         lines += polar_lines(dataset, inv)
     if problems:
-        lines.append(f"PARTIAL: {_n(problems)} images missing or unreadable; training and "
-                     "evaluation run on the complete pairs only.")
+        lines.append(
+            f"PARTIAL: {_n(problems)} images missing or unreadable; training and "
+            "evaluation run on the complete pairs only."
+        )
         return lines, 1
     lines.append("OK: every image named by the split files is present and readable.")
     return lines, 0

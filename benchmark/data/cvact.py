@@ -144,8 +144,10 @@ def polar_pairs(inv: Inventory, k: int) -> list[tuple[Path, Path]]:
     if not side.aerial:
         return []
     folder = polarmap_dir(inv.root, Path(side.aerial[0]).parent.parent)
-    pairs = [(Path(a), folder / f"{pano}_satView_polish.png")
-             for a, pano in zip(side.aerial[: 4 * k], side.meta["ids"], strict=False)]
+    pairs = [
+        (Path(a), folder / f"{pano}_satView_polish.png")
+        for a, pano in zip(side.aerial[: 4 * k], side.meta["ids"], strict=False)
+    ]
     return [(a, p) for a, p in pairs if a.is_file() and p.is_file()][:k]
 
 
@@ -174,13 +176,17 @@ def inventory(root: Path | None, split: str) -> Inventory:
     if split == "test" and not test.is_dir():
         raise layout_error("cvact", base, [f"{TEST}/ (the CVACT_test images)"])
     data = read_mat(mat)
-    found = [f"{mat} with {len(data.pano_ids):,} panoIds and UTM positions",
-             f"CVACT_val images in {small}"]
+    found = [
+        f"{mat} with {len(data.pano_ids):,} panoIds and UTM positions",
+        f"CVACT_val images in {small}",
+    ]
     if test.is_dir():
         found.append(f"CVACT_test images in {test}")
     if any(polarmap_dir(base, f).is_dir() for f in (small, test)):
-        found.append("prepared polar aerials in polarmap/ (the harness polar-transforms the "
-                     "original tiles itself; `datasets check` compares a sample)")
+        found.append(
+            "prepared polar aerials in polarmap/ (the harness polar-transforms the "
+            "original tiles itself; `datasets check` compares a sample)"
+        )
     folders = {SMALL: small, TEST: test}
     sides = {
         side: listing(data, struct, field, folders[folder], side)
@@ -194,6 +200,7 @@ def build_cvact(root: Path | None, split: str, options: dict | None = None) -> D
     opts = LoadOptions(**(options or {}))
     inv = inventory(root, split)
     if opts.polarmap:
+
         def polar(a: str) -> str:
             return str(polarmap_dir(inv.root, Path(a).parent.parent) / f"{Path(a).stem}.png")
 

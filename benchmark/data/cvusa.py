@@ -62,8 +62,10 @@ def polarmap_path(root: Path, aerial: str) -> Path:
 
 def polar_pairs(inv: Inventory, k: int) -> list[tuple[Path, Path]]:
     """Up to K (tile, prepared polar image) pairs of the test side whose polar file exists."""
-    pairs = [(Path(a), polarmap_path(inv.root, os.path.relpath(a, inv.root)))
-             for a in inv.sides["test"].aerial[: 4 * k]]
+    pairs = [
+        (Path(a), polarmap_path(inv.root, os.path.relpath(a, inv.root)))
+        for a in inv.sides["test"].aerial[: 4 * k]
+    ]
     return [(a, p) for a, p in pairs if a.is_file() and p.is_file()][:k]
 
 
@@ -85,8 +87,10 @@ def inventory(root: Path | None, split: str = "test") -> Inventory:
     root = locate(root)
     found = [f"split files {', '.join(SPLIT_FILES.values())} in {root}"]
     if (root / "polarmap" / "19").is_dir():
-        found.append("prepared polar aerials in polarmap/19 (the harness polar-transforms "
-                     "the original tiles itself; `datasets check` compares a sample)")
+        found.append(
+            "prepared polar aerials in polarmap/19 (the harness polar-transforms "
+            "the original tiles itself; `datasets check` compares a sample)"
+        )
     sides = {side: listing(root, side) for side in ("train", "test")}
     return Inventory("cvusa", split, root, found, sides, dict(OFFICIAL))
 

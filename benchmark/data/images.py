@@ -173,8 +173,9 @@ def cached_images(
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             images = pool.map(lambda i: _fit(reader(i), size), range(len(reader)))
-            bar = tqdm(images, total=len(reader), desc=f"caching {label} ({gib:.1f} GiB)",
-                       unit="img")
+            bar = tqdm(
+                images, total=len(reader), desc=f"caching {label} ({gib:.1f} GiB)", unit="img"
+            )
             for i, image in enumerate(bar):
                 out[i] = image
         out.flush()

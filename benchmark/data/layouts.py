@@ -232,8 +232,9 @@ def bundle_from(
     for side in ("train", "test"):
         label = f"{inventory.dataset}-{inventory.split}-{side}"
         # cache files are named by content, so splits sharing a side share its cache
-        splits[side], report = _split(inventory.sides[side], options, label,
-                                      f"{inventory.dataset}-{side}")
+        splits[side], report = _split(
+            inventory.sides[side], options, label, f"{inventory.dataset}-{side}"
+        )
         missing[side] = {k: v for k, v in report.items() if k != "missing_examples"}
     return DatasetBundle(
         name=inventory.dataset,

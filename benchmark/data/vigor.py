@@ -131,8 +131,12 @@ def locate(root: Path | None, split: str, labels: str) -> Path:
     for cities, stem in SPLITS[split].values():
         for city in cities:
             pano, sat = city_dirs(root, city)
-            for path in (pano, sat, root / "splits" / city / "satellite_list.txt",
-                         label_file(root, city, stem, labels)):
+            for path in (
+                pano,
+                sat,
+                root / "splits" / city / "satellite_list.txt",
+                label_file(root, city, stem, labels),
+            ):
                 rel = str(path.relative_to(root))
                 if not path.exists() and rel not in missing:
                     missing.append(rel)
@@ -221,8 +225,11 @@ def inventory(root: Path | None, split: str, labels: str = "original") -> Invent
     found = [
         f"cities {', '.join(c for c in CITIES if city_dirs(root, c)[0].is_dir())} in {root}",
         f"using {labels} labels"
-        + ("" if labels == "corrected" or not corrected else
-           " (corrected labels are present: dataset_options.labels=corrected uses them)"),
+        + (
+            ""
+            if labels == "corrected" or not corrected
+            else " (corrected labels are present: dataset_options.labels=corrected uses them)"
+        ),
     ]
     sides = {
         side: listing(root, cities, stem, labels, side)
