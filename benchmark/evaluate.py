@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from torch.utils.data import Subset
 
-from benchmark import faults
+from benchmark import distributed, faults
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import ViewDataset, make_loader
@@ -45,17 +45,22 @@ def extract(
     workers: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """(N, D) float32 descriptors of every image of VIEW, in index order."""
-    loader = make_loader(ViewDataset(split, view, pipeline), batch_size, workers, device)
+    """(N, D) float32 descriptors of every image of VIEW, in index order. Under torchrun each
+    rank extracts a contiguous shard and every rank receives all N rows."""
+    world = distributed.current()
+    images = ViewDataset(split, view, pipeline)
+    part = distributed.shard(len(images), world)
+    loader = make_loader(Subset(images, part), batch_size, workers, device)
     embed = model.embed_ground if view == "ground" else model.embed_aerial
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     out = []
     model.eval()
     with torch.inference_mode(), amp:
-        for x in tqdm(loader, desc=f"extract {view}", leave=False):
+        for x in distributed.progress(loader, desc=f"extract {view}", leave=False):
             out.append(embed(x.to(device, non_blocking=True)).float())
     faults.point("evaluate")
-    return torch.cat(out)
+    mine = torch.cat(out) if out else torch.empty(0, model.descriptor_dim, device=device)
+    return distributed.gather_shards(mine, len(images), world)
 
 
 def ground_protocol(cfg: RunConfig, pipeline: InputPipeline) -> GroundProtocol:
@@ -118,10 +123,15 @@ def evaluate(
     cfg: RunConfig,
     device: torch.device,
     metrics: list[MetricSpec],
-) -> EvalReport:
-    """Extract both views, retrieve for every ground query, compute applicable metrics."""
+) -> EvalReport | None:
+    """Extract both views, retrieve for every ground query, compute applicable metrics.
+
+    Under torchrun all ranks extract and rank 0 alone scores; the others get None.
+    """
     t0 = time.perf_counter()
     ground, aerial = extract_test(model, split, pipeline, cfg, device)
+    if not distributed.current().is_main:
+        return None
     seen = ground_protocol(cfg, pipeline).on(split)
     refine = offset_refiner(model, seen, pipeline, cfg.eval_batch_size, device)
     report = score(ground, aerial, split, cfg, metrics, refine)

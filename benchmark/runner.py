@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from benchmark import checkpoint, interrupt, results
+from benchmark import checkpoint, distributed, interrupt, results
 from benchmark.config import RunConfig, model_options, validation_message
 from benchmark.data import images
 from benchmark.data.base import DatasetBundle
@@ -33,15 +33,25 @@ from benchmark.weights import load_into, read_state_dict
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist. Under
+    torchrun each rank takes the GPU of its LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchmarkError(
             f"Device {name!r} was requested but CUDA is not available here. Use --device cpu "
             "or --device auto."
         )
+    world = distributed.current()
+    if device.type == "cuda" and world.active:
+        if device.index is not None:
+            raise BenchmarkError(
+                f"Under torchrun each process uses the GPU of its LOCAL_RANK, so --device "
+                f"{name} cannot be honoured; use --device cuda (or auto) and choose GPUs with "
+                "CUDA_VISIBLE_DEVICES."
+            )
+        device = torch.device("cuda", world.local_rank)
     return device
 
 
@@ -151,7 +161,11 @@ def run_job(
         model: CrossViewModel | None = None if descriptors is not None else spec.build(opts)
         if weights is not None and model is not None:
             load_into(model, read_state_dict(weights), str(weights))
-        bundle = load_dataset(reg, cfg)
+        world = distributed.current()
+        with distributed.main_first(world):  # rank 0 generates and caches a synthetic world
+            bundle = load_dataset(reg, cfg)
+        if world.active:
+            result.env["distributed"] = world.describe(min(cfg.batch_size, bundle.train.num_ground))
         result.dataset_info = {
             "train_pairs": bundle.train.num_ground,
             "test_queries": bundle.test.num_ground,
@@ -204,6 +218,9 @@ def run_job(
             metrics = [reg.metric(name) for name in cfg.metrics]
         if model is not None:
             ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
+            if ev is None:  # torchrun: rank 0 scores and records this job
+                result.status = "ok"
+                return result
         else:
             ev, saved_meta = evaluate_saved(descriptors, bundle.test, cfg, device, metrics)
             result.preprocessing = saved_meta.get("preprocessing", {})
@@ -267,8 +284,12 @@ def run_all(
     SIGINT/SIGTERM stop cleanly (see benchmark/interrupt.py): exit code 130/143.
     """
     preflight(reg, configs)
-    with interrupt.stop_on_signals():
-        return _run_each(reg, configs, resume, weights, debug, descriptors)
+    world = distributed.init(configs[0].device)
+    try:
+        with interrupt.stop_on_signals():
+            return _run_each(reg, configs, resume, weights, debug, descriptors, world)
+    finally:
+        distributed.shutdown()
 
 
 def import_failures(reg: Registry, names: list[str]) -> dict[str, str]:
@@ -339,11 +360,21 @@ def _run_each(
     weights: Path | None,
     debug: bool,
     descriptors: Path | None,
+    world: distributed.World,
 ) -> int:
     failed = 0
     for cfg in configs:
-        print(f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True)
+        if world.is_main:
+            print(
+                f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True
+            )
         result = run_job(reg, cfg, resume=resume, weights=weights, descriptors=descriptors)
+        if not world.is_main:
+            if result.status == "failed":
+                raise BenchmarkError(f"Rank {world.rank} failed on {cfg.plugin}: {result.error}")
+            if (signum := interrupt.requested()) is not None:
+                return interrupt.exit_code(signum)
+            continue
         try:
             path = results.write(result, cfg.results_dir)
         except OSError as exc:
@@ -362,6 +393,13 @@ def _run_each(
             if debug and "traceback" in result.training:
                 print(result.training["traceback"], file=sys.stderr)
         print(f"   result: {path}", flush=True)
+        if result.status == "failed" and world.active:
+            print(
+                "Under torchrun a failed run ends the launch: the other processes cannot go on "
+                "without this one.",
+                file=sys.stderr,
+            )
+            return 1
         if (signum := interrupt.requested()) is not None:
             left = len(configs) - configs.index(cfg) - 1
             skipped = f" {left} later run(s) did not start." if left else ""

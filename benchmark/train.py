@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler
 
-from benchmark import checkpoint, faults, interrupt
+from benchmark import checkpoint, distributed, faults, interrupt
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import EpochShuffle, PairDataset, make_loader
@@ -103,23 +104,72 @@ def train(
     resume: bool = False,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainReport:
-    """Train MODEL on SPLIT for cfg.epochs, checkpointing every epoch; resume if asked."""
-    report = TrainReport()
+    """Train MODEL on SPLIT for cfg.epochs, checkpointing every epoch; resume if asked.
+
+    Under torchrun each rank computes its slice of every global batch (see
+    benchmark/distributed.py) and rank 0 writes the checkpoints.
+    """
+    world = distributed.current()
     model.to(device)
+    if not world.active:
+        return _train(
+            model,
+            model,
+            world,
+            split,
+            pipeline,
+            cfg,
+            loss_fn,
+            device,
+            ckpt_dir,
+            resume,
+            on_epoch_end,
+        )
+    distributed.sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    try:
+        return _train(
+            model, net, world, split, pipeline, cfg, loss_fn, device, ckpt_dir, resume, on_epoch_end
+        )
+    finally:
+        del net
+        distributed.unsync_batchnorm(model)
+
+
+def _train(
+    model: CrossViewModel,
+    net: torch.nn.Module,
+    world: distributed.World,
+    split: CrossViewSplit,
+    pipeline: InputPipeline,
+    cfg: RunConfig,
+    loss_fn: Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor],
+    device: torch.device,
+    ckpt_dir: Path,
+    resume: bool,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+) -> TrainReport:
+    report = TrainReport()
     batch = min(cfg.batch_size, split.num_ground)
+    local = distributed.per_rank_batch(world, batch)
     generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
     pairs = PairDataset(split, pipeline)
     if cfg.mining:
         miner = MiningSampler(split, batch, cfg.seed, cfg.mining_pool, cfg.mining_k)
         sampler: EpochShuffle | MiningSampler = miner
-        loader = make_loader(
-            pairs, batch, cfg.workers, device, generator=generator, batch_sampler=miner
-        )
+        batches: Any = miner
     else:
         sampler = EpochShuffle(split.num_ground, cfg.seed)
-        loader = make_loader(
-            pairs, batch, cfg.workers, device, sampler=sampler, drop_last=True, generator=generator
-        )
+        batches = BatchSampler(sampler, batch, drop_last=True)
+    loader = make_loader(
+        pairs,
+        local,
+        cfg.workers,
+        device,
+        generator=generator,
+        batch_sampler=distributed.RankSlices(batches, world),
+    )
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(cfg, model)
     schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
@@ -137,7 +187,7 @@ def train(
         skip = report.resumed_step = ckpt.step
         partial = state.get("partial") or partial
         report.epochs_completed = ckpt.epoch
-    elif not resume:
+    elif not resume and world.is_main:
         checkpoint.clear(ckpt_dir)
 
     def snapshot(**extra: Any) -> dict[str, Any]:
@@ -152,7 +202,7 @@ def train(
 
     t0 = time.perf_counter()
     for epoch in range(start, cfg.epochs):
-        if (signum := interrupt.requested()) is not None:
+        if (signum := distributed.agree_signal(world, interrupt.requested())) is not None:
             report.interrupted = interrupt.signal_name(signum)
             break
         sampler.set_epoch(epoch, skip * batch)
@@ -161,7 +211,7 @@ def train(
             loss_fn.set_epoch(epoch)
         model.train()
         total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
-        bar = tqdm(
+        bar = distributed.progress(
             loader,
             desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}",
             leave=False,
@@ -175,14 +225,18 @@ def train(
             def closure(data: dict[str, Any] = data) -> torch.Tensor:
                 ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
                 with ctx:
-                    out = model(data["ground"], data["aerial"])
+                    out = net(data["ground"], data["aerial"])
                     if getattr(loss_fn, "uses_semi", False) and "semi" in data:
                         out["semi"] = model.embed_aerial(data["semi"].to(device))
+                    out = distributed.gather_outputs(out, world)  # the loss sees the global batch
+                    whole = distributed.gather_data(data, world)
                     if cfg.mining:  # the mining cache keeps the latest training descriptors
                         g, a = out["ground"], out["aerial"]
-                        miner.observe(data["index"], g, data["aerial_index"], a)
-                    return loss_fn(out, data)
+                        miner.observe(whole["index"], g, whole["aerial_index"], a)
+                    return loss_fn(out, whole)
 
+            # Each rank back-propagates the global loss through its own rows; DDP averages
+            # the ranks' gradients, so scaling by the rank count gives the global gradient.
             loss = closure()
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -191,15 +245,15 @@ def train(
                     "clipping (--set grad_clip=1.0) or check the input data."
                 )
             if cfg.sam_rho is not None:
-                loss.backward()
+                (loss * world.size).backward()
                 optimizer.first_step(zero_grad=True)
-                closure().backward()
+                (closure() * world.size).backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.second_step(zero_grad=True)
             else:
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss * world.size).backward()
                 if cfg.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -210,10 +264,13 @@ def train(
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
             faults.point("train-step")
-            if (signum := interrupt.requested()) is not None and step + 1 < steps_per_epoch:
+            signum = distributed.agree_signal(world, interrupt.requested())
+            if signum is not None and step + 1 < steps_per_epoch:
                 report.interrupted = interrupt.signal_name(signum)
                 partial = {"total": total, "count": count}
-                checkpoint.save(ckpt_dir, epoch, model, snapshot(partial=partial), step=step + 1)
+                if world.is_main:
+                    state = snapshot(partial=partial)
+                    checkpoint.save(ckpt_dir, epoch, model, state, step=step + 1)
                 break
         skip = 0
         if report.interrupted:
@@ -221,8 +278,9 @@ def train(
         logs = {"epoch": epoch + 1, "loss": total / max(1, count), "lr": schedule.get_last_lr()[0]}
         report.history.append(logs)
         report.epochs_completed = epoch + 1
-        checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
-        if on_epoch_end is not None:
+        if world.is_main:
+            checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
+        if on_epoch_end is not None and world.is_main:
             on_epoch_end(epoch + 1, logs)
     report.seconds = time.perf_counter() - t0
     return report

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm import tqdm
 
+from benchmark import distributed
 from benchmark.data.transforms import RESIZE, resize
 from benchmark.errors import BenchmarkError
 
@@ -173,7 +173,7 @@ def cached_images(
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             images = pool.map(lambda i: _fit(reader(i), size), range(len(reader)))
-            bar = tqdm(
+            bar = distributed.progress(
                 images, total=len(reader), desc=f"caching {label} ({gib:.1f} GiB)", unit="img"
             )
             for i, image in enumerate(bar):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm import tqdm
 
+from benchmark import distributed
 from benchmark.data.base import CrossViewSplit, DatasetBundle
 from benchmark.data.world import World, WorldParams, params_dict
 from benchmark.io import atomic_write
@@ -110,7 +110,9 @@ def generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
     for name, n in (("train", opts.n_train), ("test", opts.n_test)):
         pts = sample_points(rng, world, n, boxes[name], opts.min_spacing)
         ground, aerial = [], []
-        for start in tqdm(range(0, n, 256), desc=f"synthetic {name}", leave=False, unit="chunk"):
+        for start in distributed.progress(
+            range(0, n, 256), desc=f"synthetic {name}", leave=False, unit="chunk"
+        ):
             chunk = pts[start : start + 256]
             ground.append(appearance(rng, world.panoramas(chunk, *opts.ground_px), ground=True))
             aerial.append(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import Field
-from tqdm import tqdm
 
+from benchmark import distributed
 from benchmark.data.base import CrossViewSplit, DatasetBundle
 from benchmark.data.synthetic import SyntheticOptions, appearance, load_or_generate, sample_points
 from benchmark.data.world import World, WorldParams
@@ -107,7 +107,7 @@ def render(
 ) -> np.ndarray:
     """Render IMAGES images with DRAW(start, stop) in chunks of 256 and apply appearance."""
     out = []
-    for start in tqdm(range(0, images, 256), desc=label, leave=False, unit="chunk"):
+    for start in distributed.progress(range(0, images, 256), desc=label, leave=False, unit="chunk"):
         out.append(appearance(rng, draw(start, min(images, start + 256)), ground=ground))
     return np.concatenate(out)
 
