@@ -60,7 +60,12 @@ class RunConfig(BaseModel):
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict, description="model option overrides")
     epochs: int = Field(10, ge=0, le=100_000)
-    batch_size: int = Field(32, ge=2, le=65_536, description="in-batch negatives need >= 2")
+    batch_size: int = Field(
+        32,
+        ge=2,
+        le=65_536,
+        description="global batch over all torchrun processes; in-batch negatives need >= 2",
+    )
     eval_batch_size: int = Field(64, ge=1, le=65_536)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-4, gt=0, le=10)
