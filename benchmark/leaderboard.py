@@ -36,10 +36,13 @@ TABLE_EXTRA = {"hit_rate": "hit rate", "acc@10m": "acc@10m", "median_error_m": "
 METRE_METRIC = re.compile(r"^acc@(\d+(?:\.\d+)?)m$")
 CURVE = "accuracy_curve"
 PROFILE = (("params_m", "params M", 2), ("gmacs", "GMACs", 2), ("latency_ms", "latency ms", 1))
-# Config keys that do not change what a run measures (where it ran from, how it was logged).
+# Config keys that do not change what a run measures (where it ran from, how it was logged),
+# and the evaluation protocol, which picks the column a run is shown in rather than its row.
 NOT_SETTINGS = frozenset(
     {
         "plugin",
+        "protocol",
+        "protocol_seed",
         "variant",
         "regime",
         "seed",
@@ -56,7 +59,9 @@ NOT_SETTINGS = frozenset(
     }
 )
 ROW_KEYS = ["method", "variant", "regime", "settings"]
-SECTION_KEYS = ["dataset", "split", "protocol"]
+SECTION_KEYS = ["dataset", "split"]
+ALIGNED = "aligned"
+UNKNOWN = "unknown-orientation"
 PLOTS_DIR = "plots"
 PLOT_PREFIXES = ("recall-", "pareto-", "metres-")
 
@@ -107,6 +112,7 @@ def _run_row(r: RunResult, name: str) -> dict[str, Any]:
         "dataset": r.dataset,
         "split": r.split,
         "protocol": r.protocol,
+        "protocol_seed": r.config.get("protocol_seed"),
         "method": r.plugin,
         "variant": r.variant,
         "regime": r.regime,
@@ -153,7 +159,9 @@ def collect(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     rows = [_run_row(r, r.filename()) for r in found]
     df = pd.DataFrame(rows)
     if not df.empty:
-        df = df.sort_values(SECTION_KEYS + ["method", "variant", "regime", "seed", "file"])
+        df = df.sort_values(
+            [*SECTION_KEYS, "protocol", "method", "variant", "regime", "seed", "file"]
+        )
         df = df.reset_index(drop=True)
     return df, warnings
 
@@ -194,21 +202,64 @@ def _distinct(values: pd.Series, fmt: Any = str) -> str:
     return " / ".join(seen) if seen else "-"
 
 
-def aggregate(section: pd.DataFrame, metrics: list[str]) -> list[dict[str, Any]]:
-    """One row per (method, variant, regime, settings): mean/std/count of every metric."""
-    rows = []
+def protocol_order(protocol: str) -> tuple[int, float, str]:
+    """Sort key of protocols: aligned, unknown-orientation, then fov by decreasing degrees."""
+    if protocol.startswith("fov="):
+        return 2, -float(protocol[4:]), protocol
+    return {ALIGNED: 0, UNKNOWN: 1}.get(protocol, 3), 0.0, protocol
+
+
+def protocol_title(protocol: str) -> str:
+    """A protocol's short name in headers ('FoV 90°' for fov=90)."""
+    return f"FoV {protocol[4:]}°" if protocol.startswith("fov=") else protocol
+
+
+def _weights_key(run: Any) -> tuple:
+    """What identifies the weights a run evaluated: everything but epochs and the protocol."""
+    flat = json.loads(run.settings)
+    flat.pop("epochs", None)
+    return run.method, run.variant, run.regime, run.seed, json.dumps(flat, sort_keys=True)
+
+
+def row_settings(section: pd.DataFrame) -> pd.Series:
+    """Each run's row (its settings), where a run that evaluated given weights (epochs 0)
+    under another protocol joins the one aligned run whose weights key it shares."""
+    trained: dict[tuple, list[str]] = {}
+    for run in section[section.protocol == ALIGNED].itertuples():
+        trained.setdefault(_weights_key(run), []).append(run.settings)
+
+    def row(run: Any) -> str:
+        if run.protocol == ALIGNED or run.epochs != 0:
+            return run.settings
+        found = trained.get(_weights_key(run), [])
+        return found[0] if len(found) == 1 else run.settings
+
+    return pd.Series([row(run) for run in section.itertuples()], index=section.index, dtype=str)
+
+
+def aggregate(section: pd.DataFrame, metrics: list[str], tracks: list[str]) -> list[dict[str, Any]]:
+    """One row per (method, variant, regime, settings): mean/std/count of every metric under
+    the aligned protocol, and of every metric under each robustness protocol in TRACKS."""
+    rows, absent = [], pd.Series(dtype=float)
     for key, g in section.groupby(ROW_KEYS, sort=True):
         row: dict[str, Any] = dict(zip(ROW_KEYS, key, strict=True))
-        first = g.iloc[0]
+        aligned = g[g.protocol == ALIGNED]
+        main = g if aligned.empty else aligned
+        first = main.iloc[0]
         row.update({c: first[c] for c in ("polar", "loss", "input", "R@1%_k")})
         row["descriptor_dim"] = _first(g.descriptor_dim)
-        row["seeds"] = len(g)
-        row["curve"] = _mean_curve(g[CURVE])
-        for m in [*metrics, *(p for p, _, _ in PROFILE)]:
-            row[m] = _stats(g[m]) if m in g else (math.nan, math.nan, 0)
+        row["seeds"] = len(aligned)
+        row["curve"] = _mean_curve(aligned[CURVE])
+        for m in metrics:
+            row[m] = _stats(aligned.get(m, absent))
+        for p, _, _ in PROFILE:
+            row[p] = _stats(main[p])
+        row["tracks"] = {
+            t: {m: _stats(g[g.protocol == t].get(m, absent)) for m in metrics} for t in tracks
+        }
         rows.append(row)
     _label(rows)
-    return sorted(rows, key=_rank)
+    return sorted(rows, key=lambda row: _rank(row, tracks))
 
 
 def _mean_curve(values: pd.Series) -> Curve | None:
@@ -224,9 +275,11 @@ def _mean_curve(values: pd.Series) -> Curve | None:
     return Curve("", tuple(grid), tuple(acc.mean(axis=0)), tuple(err))
 
 
-def _rank(row: dict[str, Any]) -> tuple:
-    r1 = row["R@1"][0]
-    return (-r1 if not math.isnan(r1) else math.inf, *(row[k] for k in ROW_KEYS))
+def _rank(row: dict[str, Any], tracks: list[str]) -> tuple:
+    """By aligned R@1; rows without aligned runs after them, by the first track's R@1."""
+    scores = [row["R@1"][0], *(row["tracks"][t]["R@1"][0] for t in tracks[:1])]
+    tier = next((i for i, s in enumerate(scores) if not math.isnan(s)), len(scores))
+    return (tier, -scores[tier] if tier < len(scores) else 0.0, *(row[k] for k in ROW_KEYS))
 
 
 def _label(rows: list[dict[str, Any]]) -> None:
@@ -296,17 +349,70 @@ def _setting(section: pd.DataFrame) -> str:
     return "Setting: " + "; ".join(parts) + ". Input sizes (ground / aerial) and polar per row."
 
 
-def _section(
-    dataset: str, split: str, protocol: str, section: pd.DataFrame
-) -> tuple[list[str], list[Plot]]:
-    present = [c for c in section.columns if section[c].notna().any()]
-    extras = [c for c in TABLE_EXTRA if c in present]
-    metres = sorted((float(m.group(1)), c) for c in present if (m := METRE_METRIC.match(c)))
-    metrics = [*RECALL, *extras]
-    rows = aggregate(section, [*metrics, *(c for _, c in metres)])
+def _present(frame: pd.DataFrame, names: list[str]) -> list[str]:
+    """The NAMES that are a column of FRAME with some value."""
+    return [c for c in names if c in frame and frame[c].notna().any()]
+
+
+def _runs(stats: tuple[float, float, int]) -> str:
+    """Mean ± std with the number of runs, e.g. '41.20 ± 1.10 (3)'."""
+    return "-" if stats[2] == 0 else f"{_mean_std(stats)} ({stats[2]})"
+
+
+def _robustness(section: pd.DataFrame, tracks: list[str]) -> str:
+    """The paragraph saying what the robustness columns hold and how runs join a row."""
+    seeds = _distinct(section[section.protocol != ALIGNED].protocol_seed, lambda v: str(int(v)))
+    fovs = ", ".join(protocol_title(t) for t in tracks if t.startswith("fov="))
+    seen = ["rotated by a random azimuth (unknown-orientation)"] if UNKNOWN in tracks else []
+    if fovs:
+        seen.append(f"cut to an N° field of view from a random azimuth ({fovs})")
+    return (
+        f"Robustness columns: R@1 with each test ground panorama {' or '.join(seen)}, protocol "
+        f"seeds {seeds}; mean ± std (runs), while `seeds` counts aligned runs. A run that "
+        "evaluated given weights (epochs 0) joins the row of the aligned run of the same "
+        "method, variant, regime and seed whose settings are otherwise the same. Every recall "
+        "under each protocol is in the table below."
+    )
+
+
+def _track_table(
+    rows: list[dict[str, Any]], tracks: list[str], extras: list[str], with_label: bool, title: str
+) -> list[str]:
+    """Every recall (and localisation metric) of each row under each robustness protocol."""
+    headers = ["method", "variant", *(["setting"] if with_label else []), "regime", "protocol"]
+    headers += ["seeds", *RECALL, *(TABLE_EXTRA[c] for c in extras)]
+    body = []
+    for row in rows:
+        for track in tracks:
+            stats = row["tracks"][track]
+            if stats["R@1"][2]:
+                cells = [_link(row["method"]), row["variant"]]
+                cells += [row["label"] or "-"] if with_label else []
+                cells += [row["regime"], protocol_title(track), str(stats["R@1"][2])]
+                body.append(cells + [_mean_std(stats[m]) for m in [*RECALL, *extras]])
+    table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    return [f"### {title}: robustness protocols", "", table, ""]
+
+
+def _section(dataset: str, split: str, section: pd.DataFrame) -> tuple[list[str], list[Plot]]:
+    """One dataset/split: the aligned results with an R@1 column per robustness protocol,
+    the aligned runs' plots, then every recall under each robustness protocol."""
+    section = section.assign(settings=row_settings(section))
+    aligned = section[section.protocol == ALIGNED]
+    main = section if aligned.empty else aligned
+    tracks = sorted(set(section.protocol) - {ALIGNED}, key=protocol_order)
+    extras = _present(aligned, list(TABLE_EXTRA))
+    track_extras = _present(section[section.protocol != ALIGNED], list(TABLE_EXTRA))
+    measured = _present(aligned, list(section.columns))
+    metres = sorted((float(m.group(1)), c) for c in measured if (m := METRE_METRIC.match(c)))
+    metrics = [*RECALL, *extras] if not aligned.empty else []
+    all_metrics = [*RECALL, *dict.fromkeys([*extras, *track_extras]), *(c for _, c in metres)]
+    rows = aggregate(section, all_metrics, tracks)
     with_label = any(r["label"] for r in rows)
     headers = ["method", "variant", *(["setting"] if with_label else []), "regime"]
-    headers += ["input g / a", "polar", "loss", "seeds", *RECALL, *(TABLE_EXTRA[c] for c in extras)]
+    headers += ["input g / a", "polar", "loss"]
+    headers += ["seeds", *RECALL, *(TABLE_EXTRA[c] for c in extras)] if metrics else []
+    headers += [f"R@1 {protocol_title(t)}" for t in tracks]
     headers += [h for _, h, _ in PROFILE] + ["dim", "paper R@1", "Δ R@1"]
     body = []
     for row in rows:
@@ -315,14 +421,36 @@ def _section(
         delta = f"{mean - paper:+.2f}" if paper is not None and not math.isnan(mean) else "-"
         cells = [_link(row["method"]), row["variant"]]
         cells += [row["label"] or "-"] if with_label else []
-        cells += [row["regime"], row["input"], row["polar"], row["loss"], str(row["seeds"])]
+        cells += [row["regime"], row["input"], row["polar"], row["loss"]]
+        cells += [str(row["seeds"])] if metrics else []
         cells += [_mean_std(row[m]) for m in metrics]
+        cells += [_runs(row["tracks"][t]["R@1"]) for t in tracks]
         cells += [_number(row[p][0], d) for p, _, d in PROFILE]
         cells += [_number(row["descriptor_dim"], 0)]
         cells += [_number(paper, 2), delta]
         body.append(cells)
-    slug = _slug(dataset, split, *([] if protocol == "aligned" else [protocol]))
-    title = f"{dataset} / {split}" + ("" if protocol == "aligned" else f" ({protocol})")
+    title = f"{dataset} / {split}"
+    intro = "Evaluation protocol: aligned." if metrics else "No aligned runs here."
+    lines = [f"## {title}", "", f"{intro} {_setting(main)}", ""]
+    if tracks:
+        lines += [_robustness(section, tracks), ""]
+    lines.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
+    lines.append("")
+    plots = _plots([r for r in rows if r["seeds"]], metres, title, _slug(dataset, split))
+    if plots:
+        lines.append(" · ".join(f"[{Path(p.path).stem}]({p.path})" for p in plots))
+        lines += ["", f"![recall@K on {title}]({plots[0].path})", ""]
+    if tracks:
+        lines += _track_table(rows, tracks, track_extras, with_label, title)
+    return lines, plots
+
+
+def _plots(
+    rows: list[dict[str, Any]], metres: list[tuple[float, str]], title: str, slug: str
+) -> list[Plot]:
+    """The recall@K, R@1-vs-compute and metre plots of ROWS (none when ROWS is empty)."""
+    if not rows:
+        return []
     plots = [_recall_plot(rows, title, slug)]
     points = [
         Point(_plot_label(r), r["gmacs"][0], r["R@1"][0], _err(r["R@1"]))
@@ -342,12 +470,7 @@ def _section(
         )
     if metres or any(r["curve"] for r in rows):
         plots.append(_metre_plot(rows, metres, title, slug))
-    lines = [f"## {title}", "", f"Evaluation protocol: {protocol}. {_setting(section)}", ""]
-    lines.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
-    lines.append("")
-    lines.append(" · ".join(f"[{Path(p.path).stem}]({p.path})" for p in plots))
-    lines += ["", f"![recall@K on {title}]({plots[0].path})", ""]
-    return lines, plots
+    return plots
 
 
 def _err(stats: tuple[float, float, int]) -> float:
@@ -516,8 +639,8 @@ def render(results_dir: Path, page_dir: Path) -> tuple[str, list[Plot], list[str
         return "\n".join([*lines, "No results yet.", ""]), [], warnings
     plots: list[Plot] = []
     ok = df[df.status == "ok"]
-    for (dataset, split, protocol), section in ok.groupby(SECTION_KEYS, sort=True):
-        text, figures = _section(dataset, split, protocol, section)
+    for (dataset, split), section in ok.groupby(SECTION_KEYS, sort=True):
+        text, figures = _section(dataset, split, section)
         lines += text
         plots += figures
     if not ok.empty:
