@@ -23,6 +23,7 @@ from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import EpochShuffle, PairDataset, make_loader
 from benchmark.data.transforms import InputPipeline
+from benchmark.distributed import IMAGE_KEYS
 from benchmark.errors import TrainingError
 from benchmark.mining import MiningSampler
 from benchmark.model import CrossViewModel
@@ -111,35 +112,49 @@ def train(
     """
     world = distributed.current()
     model.to(device)
-    if not world.active:
-        return _train(
-            model,
-            model,
-            world,
-            split,
-            pipeline,
-            cfg,
-            loss_fn,
-            device,
-            ckpt_dir,
-            resume,
-            on_epoch_end,
-        )
-    distributed.sync_batchnorm(model)
-    ids = [device.index] if device.type == "cuda" else None
-    net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    if world.active:
+        distributed.sync_batchnorm(model)
     try:
         return _train(
-            model, net, world, split, pipeline, cfg, loss_fn, device, ckpt_dir, resume, on_epoch_end
+            model, world, split, pipeline, cfg, loss_fn, device, ckpt_dir, resume, on_epoch_end
         )
     finally:
-        del net
-        distributed.unsync_batchnorm(model)
+        if world.active:
+            distributed.unsync_batchnorm(model)
+
+
+class TrainStep(torch.nn.Module):
+    """The differentiable part of a step: embed a batch, gather the global batch, return the
+    loss. DDP wraps this whole step, so parameters the loss does not reach (VIGOR's offset
+    head in its triplet stage) are known to be unused."""
+
+    def __init__(
+        self,
+        model: CrossViewModel,
+        loss_fn: Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor],
+        world: distributed.World,
+        miner: MiningSampler | None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.world = world
+        self.miner = miner
+
+    def forward(self, data: dict[str, Any]) -> torch.Tensor:
+        """The loss of the global batch that DATA (this rank's slice) belongs to."""
+        out = self.model(data["ground"], data["aerial"])
+        if getattr(self.loss_fn, "uses_semi", False) and "semi" in data:
+            out["semi"] = self.model.embed_aerial(data["semi"])
+        out = distributed.gather_outputs(out, self.world)
+        whole = distributed.gather_data(data, self.world)
+        if self.miner is not None:  # the mining cache keeps the latest training descriptors
+            self.miner.observe(whole["index"], out["ground"], whole["aerial_index"], out["aerial"])
+        return self.loss_fn(out, whole)
 
 
 def _train(
     model: CrossViewModel,
-    net: torch.nn.Module,
     world: distributed.World,
     split: CrossViewSplit,
     pipeline: InputPipeline,
@@ -155,6 +170,7 @@ def _train(
     local = distributed.per_rank_batch(world, batch)
     generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
     pairs = PairDataset(split, pipeline)
+    miner = None
     if cfg.mining:
         miner = MiningSampler(split, batch, cfg.seed, cfg.mining_pool, cfg.mining_k)
         sampler: EpochShuffle | MiningSampler = miner
@@ -162,6 +178,9 @@ def _train(
     else:
         sampler = EpochShuffle(split.num_ground, cfg.seed)
         batches = BatchSampler(sampler, batch, drop_last=True)
+    net: torch.nn.Module = TrainStep(model, loss_fn, world, miner)
+    if world.active:
+        net = DistributedDataParallel(net, find_unused_parameters=True)
     loader = make_loader(
         pairs,
         local,
@@ -219,21 +238,13 @@ def _train(
             total=steps_per_epoch,
         )
         for step, data in enumerate(bar, start=skip):
-            data["ground"] = data["ground"].to(device, non_blocking=True)
-            data["aerial"] = data["aerial"].to(device, non_blocking=True)
+            for key in IMAGE_KEYS & data.keys():
+                data[key] = data[key].to(device, non_blocking=True)
 
             def closure(data: dict[str, Any] = data) -> torch.Tensor:
                 ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
                 with ctx:
-                    out = net(data["ground"], data["aerial"])
-                    if getattr(loss_fn, "uses_semi", False) and "semi" in data:
-                        out["semi"] = model.embed_aerial(data["semi"].to(device))
-                    out = distributed.gather_outputs(out, world)  # the loss sees the global batch
-                    whole = distributed.gather_data(data, world)
-                    if cfg.mining:  # the mining cache keeps the latest training descriptors
-                        g, a = out["ground"], out["aerial"]
-                        miner.observe(whole["index"], g, whole["aerial_index"], a)
-                    return loss_fn(out, whole)
+                    return net(data)
 
             # Each rank back-propagates the global loss through its own rows; DDP averages
             # the ranks' gradients, so scaling by the rank count gives the global gradient.

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,18 +18,28 @@ from benchmark.distributed import GlobalBatchNorm, World
 from benchmark.errors import BenchmarkError
 from benchmark.results import RunResult
 from tests.conftest import TINY_WORLD
+from tests.test_synthetic_vigor import VIGOR_WORLD
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
 
 
-def _run(tmp_path: Path, launcher: list[str]) -> RunResult:
-    world = [f"dataset_options.{k}={json.dumps(v)}" for k, v in TINY_WORLD.items()]
-    args = [
-        *("run", "--plugins", "safa", "--dataset", "synthetic", "--device", "cpu"),
-        *("--epochs", "2", "--batch-size", "8", "--results-dir", str(tmp_path)),
-        *("--save-descriptors", "--set", "profile=false"),
-        # dropout draws its masks per rank, so only a model without it matches bit for bit
-        *("--set", "model.dropout=0"),
-        *[a for kv in world for a in ("--set", kv)],
-    ]
+def _sets(options: dict[str, Any]) -> list[str]:
+    return [a for k, v in options.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+
+
+def _run(tmp_path: Path, launcher: list[str], *args: str) -> RunResult:
+    args = (
+        "run",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--results-dir",
+        str(tmp_path),
+        "--set",
+        "profile=false",
+        *args,
+    )
     out = subprocess.run(
         [*launcher, "-m", "benchmark", *args], capture_output=True, text=True, timeout=300
     )
@@ -38,9 +49,14 @@ def _run(tmp_path: Path, launcher: list[str]) -> RunResult:
 
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    ddp = _run(tmp_path / "ddp", [*torchrun, "--nproc-per-node", "2"])
-    single = _run(tmp_path / "single", [sys.executable])
+    args = [
+        *("--plugins", "safa", "--dataset", "synthetic", "--batch-size", "8"),
+        "--save-descriptors",
+        # dropout draws its masks per rank, so only a model without it matches bit for bit
+        *_sets({"model.dropout": 0, **{f"dataset_options.{k}": v for k, v in TINY_WORLD.items()}}),
+    ]
+    ddp = _run(tmp_path / "ddp", [*TORCHRUN, "2"], *args)
+    single = _run(tmp_path / "single", [sys.executable], *args)
     assert ddp.env["distributed"] == {
         "world_size": 2,
         "backend": "gloo",
@@ -58,6 +74,23 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     # the wrong order would differ by ~1e-1)
     torch.testing.assert_close(gathered.ground, alone.ground, atol=1e-3, rtol=0)
     torch.testing.assert_close(gathered.aerial, alone.aerial, atol=1e-3, rtol=0)
+
+
+def test_staged_loss_with_mining_trains_under_torchrun(tmp_path: Path) -> None:
+    """VIGOR: the offset head is unused in the triplet stage; mining sees the global batch."""
+    options = {
+        **{f"dataset_options.{k}": v for k, v in VIGOR_WORLD.items()},
+        "loss_options.stage1_epochs": 1,
+        "mining": True,
+        "model.ground_size": [16, 64],
+        "model.aerial_size": [32, 32],
+        "model.offset_hidden": 8,
+    }
+    args = ["--plugins", "vigor", "--dataset", "synthetic-vigor", "--split", "same-area"]
+    result = _run(tmp_path, [*TORCHRUN, "2"], *args, "--batch-size", "4", *_sets(options))
+    assert result.status == "ok" and result.training["epochs_completed"] == 2
+    assert result.env["distributed"]["per_rank_batch"] == 2
+    assert result.metrics["offset_refined"] is True
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 8, 13])
