@@ -161,6 +161,7 @@ def run_job(
         model: CrossViewModel | None = None if descriptors is not None else spec.build(opts)
         if weights is not None and model is not None:
             load_into(model, read_state_dict(weights), str(weights))
+            result.training["weights"] = str(weights)
         world = distributed.current()
         with distributed.main_first(world):  # rank 0 generates and caches a synthetic world
             bundle = load_dataset(reg, cfg)

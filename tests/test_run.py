@@ -152,3 +152,17 @@ def test_model_without_parameters_skips_training(tiny_run: dict[str, Any]) -> No
     assert result.status == "ok", result.error
     assert result.training["skipped"] == "the model has no trainable parameters"
     assert 0 <= result.metrics["R@1"] <= 100
+
+
+def test_evaluating_a_checkpoint_reproduces_the_run_that_wrote_it(
+    tiny_run: dict[str, Any],
+) -> None:
+    trained = _job(tiny_run)
+    weights = Path(trained.training["checkpoint"]) / "model.safetensors"
+    reg = build_registry()
+    cfg = resolve(reg.model("safa"), {**tiny_run, "epochs": 0}, quick=True)
+    again = run_job(reg, cfg, weights=weights)
+    assert again.status == "ok", again.error
+    assert again.training["weights"] == str(weights)
+    for key in ("R@1", "R@5", "R@10", "R@1%"):
+        assert again.metrics[key] == trained.metrics[key]
