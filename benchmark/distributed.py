@@ -236,14 +236,17 @@ class GlobalBatchNorm(_BatchNorm):
         """Normalise X by global-batch mean and variance in training, running stats otherwise."""
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        # two passes in float32 (as a single process's BatchNorm): the global mean, then the
+        # global mean squared deviation; under AMP half-precision sums would overflow
         dims = [0, *range(2, x.dim())]
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = SumOverRanks.apply(stats)
-        c = x.shape[1]
-        total = stats[-1]
-        mean = stats[:c] / total
-        var = (stats[c : 2 * c] / total - mean * mean).clamp_min(0)
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        xf = x.float()
+        count = torch.tensor([x.numel() / x.shape[1]], device=x.device)
+        sums = SumOverRanks.apply(torch.cat([xf.sum(dims), count]))
+        total = sums[-1]
+        mean = sums[:-1] / total
+        centred = xf - mean.view(shape)
+        var = SumOverRanks.apply((centred * centred).sum(dims)) / total
         if self.track_running_stats and self.running_mean is not None:
             self.num_batches_tracked.add_(1)
             m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
@@ -251,11 +254,10 @@ class GlobalBatchNorm(_BatchNorm):
                 unbiased = var * total / (total - 1).clamp_min(1)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * unbiased.detach())
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(x.dtype)
 
 
 def _swap_batchnorm(module: nn.Module, make: Any) -> nn.Module:
