@@ -28,6 +28,16 @@ def integer_descriptors(n: int, m: int, d: int, seed: int) -> tuple[np.ndarray, 
     return queries, refs, positives
 
 
+def wide_integer_descriptors(n: int, m: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Integer vectors in [-1000, 1000]: dot products stay exact in float32 and rarely tie."""
+    rng = np.random.default_rng(seed)
+    refs = rng.integers(-1000, 1001, size=(m, d)).astype(np.float32)
+    positives = rng.integers(0, m, size=n)
+    queries = rng.integers(-1000, 1001, size=(n, d)).astype(np.float32)
+    queries[: n // 3] = refs[positives[: n // 3]]  # these true matches lead their top-k
+    return queries, refs, positives
+
+
 def full_matrix(q: np.ndarray, r: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reference: the whole queries x references matrix in exact integer arithmetic."""
     sim = q.astype(np.int64) @ r.astype(np.int64).T
@@ -55,8 +65,39 @@ def test_chunked_ranks_and_topk_equal_full_matrix(
     np.testing.assert_array_equal(np.take_along_axis(sim, found.topk, 1), expected_top)
 
 
+@pytest.mark.parametrize("m", [7, 300, 2003])
+@pytest.mark.parametrize("memory_bytes", [10_000, 2**30])
+def test_torch_without_ties_ranks_within_and_beyond_the_topk(m: int, memory_bytes: int) -> None:
+    q, r, pos = wide_integer_descriptors(150, m, 8, seed=m)
+    k = 5
+    found = search(
+        torch.from_numpy(q), torch.from_numpy(r), pos, k, m, "torch", memory_bytes=memory_bytes
+    )
+    ranks, sim = full_matrix(q, r, pos)
+    assert 0 < np.sum(ranks < k) < len(q)  # some true matches in the top-k, some beyond it
+    np.testing.assert_array_equal(found.ranks, ranks)
+    np.testing.assert_array_equal(found.topk, np.argsort(-sim, axis=1, kind="stable")[:, :k])
+    np.testing.assert_array_equal(found.topk_scores, -np.sort(-sim, axis=1)[:, :k])
+
+
+def test_torch_workers_match_one_thread_and_restore_the_thread_count() -> None:
+    q, r, pos = wide_integer_descriptors(1100, 300, 8, seed=2)
+    threads = torch.get_num_threads()
+    try:
+        found = []
+        for count in (2, 1):
+            torch.set_num_threads(count)
+            found.append(search(torch.from_numpy(q), torch.from_numpy(r), pos, 10, 300, "torch"))
+            assert torch.get_num_threads() == count
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("ranks", "topk", "topk_scores"):
+        np.testing.assert_array_equal(getattr(found[0], name), getattr(found[1], name))
+
+
 def test_chunk_size_follows_the_memory_budget() -> None:
     assert torch_chunk_rows(92_802, 512 * 2**20) == 512 * 2**20 // (92_802 * 12)
+    assert torch_chunk_rows(92_802, 512 * 2**20, workers=2) == 512 * 2**20 // (92_802 * 24)
     assert torch_chunk_rows(92_802, 1) == 1
     assert faiss_chunk_rows(929, 2**20) < faiss_chunk_rows(929, 2**24)
 
