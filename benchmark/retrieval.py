@@ -264,7 +264,7 @@ def search(
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> Retrieval:
     """Retrieve with BACKEND: 'auto' = faiss's GPU index for CUDA descriptors when faiss-gpu is
-    installed, otherwise chunked torch products (exact ranks; on CPU ~4x faster than
+    installed, otherwise chunked torch products (exact ranks; on CPU 5-7x faster than
     faiss-cpu's flat index in benchmarks/bench_retrieval.py); 'faiss' = faiss; 'torch'."""
     if backend == "auto" and queries.is_cuda and faiss_gpu_available():
         backend = "faiss"
