@@ -21,7 +21,7 @@ from torch.utils.data import BatchSampler
 from benchmark import checkpoint, distributed, faults, interrupt
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
-from benchmark.data.loader import EpochShuffle, PairDataset, make_loader
+from benchmark.data.loader import EpochShuffle, EpochTagged, PairDataset, make_loader
 from benchmark.data.transforms import InputPipeline
 from benchmark.distributed import IMAGE_KEYS
 from benchmark.errors import TrainingError
@@ -169,7 +169,7 @@ def _train(
     batch = min(cfg.batch_size, split.num_ground)
     local = distributed.per_rank_batch(world, batch)
     generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
-    pairs = PairDataset(split, pipeline)
+    pairs = PairDataset(split, pipeline, cfg.seed)
     miner = None
     if cfg.mining:
         miner = MiningSampler(split, batch, cfg.seed, cfg.mining_pool, cfg.mining_k)
@@ -187,7 +187,7 @@ def _train(
         cfg.workers,
         device,
         generator=generator,
-        batch_sampler=distributed.RankSlices(batches, world),
+        batch_sampler=distributed.RankSlices(EpochTagged(batches, sampler), world),
     )
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(cfg, model)

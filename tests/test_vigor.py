@@ -172,8 +172,9 @@ def test_pair_batches_carry_a_semi_positive_and_offsets_on_vigor_style_data() ->
     split = fake_split(semis=True)
     data = PairDataset(split, pipeline)
     seen = set()
-    for _ in range(8):
-        item = data[2]
+    for epoch in range(8):  # the pick is a function of (seed, epoch, index)
+        item = data[(2, epoch)]
+        assert data[(2, epoch)]["semi_slot"] == item["semi_slot"]
         slot = item["semi_slot"]
         seen.add(slot)
         j = int(split.semi_positives[2, slot - 1])

@@ -38,17 +38,21 @@ class PairDataset(Dataset):
 
     On splits with semi-positives (VIGOR-style) an item also holds 'semi' (one randomly
     chosen semi-positive image), 'semi_slot' (its column 1..3 in 'offsets'), 'offsets'
-    ((1 + k, 2) metres, positive first) and 'tile_metres' (the aerial tile side).
+    ((1 + k, 2) metres, positive first) and 'tile_metres' (the aerial tile side). An item
+    is asked for by index or by (index, epoch) (see EpochTagged): the random choice is a
+    function of (seed, epoch, index), whatever the number of workers or processes.
     """
 
-    def __init__(self, split: CrossViewSplit, pipeline: InputPipeline) -> None:
+    def __init__(self, split: CrossViewSplit, pipeline: InputPipeline, seed: int = 0) -> None:
         self.split = split
         self.pipeline = pipeline
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.split.num_ground
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         j = int(self.split.positives[i])
         item = {
             "ground": prepare(self.pipeline.ground, self.split.load_ground, i, "ground"),
@@ -58,7 +62,7 @@ class PairDataset(Dataset):
         }
         semis = self.split.semi_positives
         if semis is not None and self.split.offsets is not None:
-            slot = int(torch.randint(semis.shape[1], ()))
+            slot = int(np.random.default_rng([self.seed, epoch, i]).integers(semis.shape[1]))
             item["semi"] = prepare(
                 self.pipeline.aerial, self.split.load_aerial, int(semis[i, slot]), "aerial"
             )
@@ -104,6 +108,22 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n - self.start
+
+
+class EpochTagged:
+    """Batches of BATCHES with every index tagged with the epoch SAMPLER is at, as
+    (index, epoch) pairs for PairDataset (keeps len; the sampler's set_epoch selects it)."""
+
+    def __init__(self, batches: Any, sampler: Any) -> None:
+        self.batches = batches
+        self.sampler = sampler
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [(int(i), self.sampler.epoch) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def make_loader(
