@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -212,6 +213,21 @@ def resolve(spec: ModelSpec, user: dict[str, Any], quick: bool) -> RunConfig:
         )
     model_options(spec, run)  # validate now, before any work
     return run
+
+
+def options_tag(spec: ModelSpec, run: RunConfig) -> str:
+    """'' when RUN uses the model options of its variant and regime; otherwise '-opts' and a
+    short hash of the options changed with --set model.*, so that an ablation gets its own
+    result and checkpoint names instead of overwriting the plugin's own run."""
+
+    def plain(value: Any) -> Any:
+        return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+    regime = plain(spec.quick.get("model", {})) if run.regime == "quick" else {}
+    changed = {k: v for k, v in plain(run.model).items() if regime.get(k) != v}
+    if not changed:
+        return ""
+    return "-opts" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def model_options(spec: ModelSpec, run: RunConfig) -> ModelOptions:

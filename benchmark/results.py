@@ -26,6 +26,7 @@ class RunResult(BaseModel):
     split: str
     seed: int
     protocol: str = "aligned"
+    options_tag: str = Field("", description="'-opts<hash>' when --set model.* changed options")
     status: Literal["ok", "failed", "interrupted"]
     error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -47,12 +48,13 @@ class RunResult(BaseModel):
     eval_seconds: float = 0.0
 
     def filename(self) -> str:
-        """Stable name: one file per plugin, variant, regime, dataset, split, seed and protocol."""
+        """Stable name: one file per plugin, variant, regime, changed model options, dataset,
+        split, seed and protocol."""
         return self.stem() + ".json"
 
     def stem(self) -> str:
         """The file name without extension, shared with its companion files."""
-        stem = f"{self.plugin}-{self.variant}-{self.regime}-seed{self.seed}"
+        stem = f"{self.plugin}-{self.variant}-{self.regime}-seed{self.seed}{self.options_tag}"
         track = "" if self.protocol == "aligned" else "-" + self.protocol.replace("=", "")
         return f"{self.dataset}-{self.split}__{stem}{track}"
 

@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from benchmark import checkpoint, distributed, interrupt, results
-from benchmark.config import RunConfig, model_options, validation_message
+from benchmark.config import RunConfig, model_options, options_tag, validation_message
 from benchmark.data import images
 from benchmark.data.base import DatasetBundle
 from benchmark.data.transforms import InputPipeline
@@ -98,10 +98,13 @@ def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
     return bundle
 
 
-def job_paths(cfg: RunConfig, split: str) -> Path:
-    """Checkpoint directory of this job."""
-    stem = f"{cfg.dataset}-{split}__{cfg.plugin}-{cfg.variant}-{cfg.regime}-seed{cfg.seed}"
-    return Path(cfg.results_dir) / "checkpoints" / stem
+def job_paths(result: results.RunResult) -> Path:
+    """Checkpoint directory of this job (named as its aligned result)."""
+    return (
+        Path(result.config["results_dir"])
+        / "checkpoints"
+        / result.model_copy(update={"protocol": "aligned"}).stem()
+    )
 
 
 def build_loss(reg: Registry, cfg: RunConfig) -> Callable[..., torch.Tensor]:
@@ -138,6 +141,7 @@ def run_job(
         split=split,
         seed=cfg.seed,
         protocol=cfg.protocol,
+        options_tag=options_tag(spec, cfg),
         status="failed",
         config=cfg.model_dump(mode="json"),
         started=results.now(),
@@ -188,14 +192,14 @@ def run_job(
                 cfg,
                 loss_fn,
                 device,
-                job_paths(cfg, split),
+                job_paths(result),
                 resume=resume,
                 on_epoch_end=lambda e, logs: reg.pm.hook.benchmark_on_epoch_end(
                     plugin=cfg.plugin, epoch=e, logs=logs
                 ),
             )
             result.train_seconds = report.seconds
-            latest = checkpoint.latest(job_paths(cfg, split))
+            latest = checkpoint.latest(job_paths(result))
             result.training = {
                 "epochs_completed": report.epochs_completed,
                 "history": report.history,

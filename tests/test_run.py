@@ -166,3 +166,16 @@ def test_evaluating_a_checkpoint_reproduces_the_run_that_wrote_it(
     assert again.training["weights"] == str(weights)
     for key in ("R@1", "R@5", "R@10", "R@1%"):
         assert again.metrics[key] == trained.metrics[key]
+
+
+def test_changed_model_options_get_their_own_result_and_checkpoint(
+    tiny_run: dict[str, Any],
+) -> None:
+    plain = _job({**tiny_run, "epochs": 1})
+    ablation = {**tiny_run, "epochs": 1, "model": {**tiny_run["model"], "dropout": 0.0}}
+    changed = _job(ablation)
+    assert plain.options_tag == "" and changed.options_tag.startswith("-opts")
+    assert _job(ablation).options_tag == changed.options_tag  # stable, so --resume finds it
+    assert plain.filename() != changed.filename()
+    assert changed.options_tag in changed.filename()
+    assert Path(plain.training["checkpoint"]).parent != Path(changed.training["checkpoint"]).parent
