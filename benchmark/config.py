@@ -19,6 +19,7 @@ RECIPE_KEYS = (
     "optimizer",
     "lr",
     "weight_decay",
+    "adam_eps",
     "batch_size",
     "epochs",
     "schedule",
@@ -39,6 +40,7 @@ QUICK_REGIME: dict[str, Any] = {
     "optimizer": "adamw",
     "lr": 1e-3,
     "weight_decay": 1e-4,
+    "adam_eps": 1e-8,
     "schedule": "cosine",
     "warmup_steps": 0,
     "sam_rho": None,
@@ -71,6 +73,7 @@ class RunConfig(BaseModel):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-4, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=10)
+    adam_eps: float = Field(1e-8, gt=0, le=1, description="Adam/AdamW epsilon")
     schedule: Literal["constant", "cosine", "exponential"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float | None = Field(None, gt=0)

@@ -40,6 +40,7 @@ class Recipe(BaseModel):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-5
     weight_decay: float = 0.0
+    adam_eps: float = 1e-8
     batch_size: int = 32
     epochs: int = 100
     schedule: Literal["constant", "cosine", "exponential"] = "constant"

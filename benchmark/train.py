@@ -53,6 +53,8 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "sgd":
         kwargs["momentum"] = 0.9
+    else:
+        kwargs["eps"] = cfg.adam_eps
     if cfg.sam_rho is not None:
         from benchmark.sam import SAM
 

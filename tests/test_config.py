@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from benchmark.config import load_config_file, model_options, parse_sets, resolve
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
+from benchmark.train import build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,11 @@ def test_switching_loss_drops_the_recipe_loss_options() -> None:
         vigor, {"loss": "soft-margin-triplet", "loss_options": {"alpha": 5}}, quick=False
     )
     assert kept.loss_options == {"alpha": 5}
+
+
+def test_l2ltr_recipe_sets_adamw_eps_and_the_quick_regime_resets_it() -> None:
+    spec = build_registry().model("l2ltr")
+    paper, quick = resolve(spec, {}, quick=False), resolve(spec, {}, quick=True)
+    assert (paper.optimizer, paper.adam_eps, quick.adam_eps) == ("adamw", 1e-6, 1e-8)
+    opt = build_optimizer(paper, nn.Linear(2, 2))
+    assert opt.param_groups[0]["eps"] == 1e-6

@@ -61,7 +61,7 @@ CARD = ModelCard(
         "pre-attention LayerNorm; the 14x14 position grid is resized bilinearly "
         "(corner-aligned, the code's first-order spline zoom). A local file in timm's key "
         "layout works too.",
-        "Recipe: AdamW eps 1e-6 in the code (the harness uses the optimizer default), "
+        "Recipe: AdamW eps 1e-6 as in the code, "
         "222,000 steps = 200 epochs on CVUSA, best checkpoint by R@1; optional AMP.",
         "The tiny variant (quick protocol) is a 3-unit narrow stem and 4 narrow self-cross "
         "blocks trained from scratch; same code path, not the paper's capacity.",
@@ -76,6 +76,7 @@ SPEC = ModelSpec(
         optimizer="adamw",
         lr=1e-4,
         weight_decay=0.03,
+        adam_eps=1e-6,
         batch_size=32,
         epochs=200,
         schedule="cosine",
