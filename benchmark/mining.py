@@ -90,6 +90,24 @@ class MiningSampler(Sampler[list[int]]):
         self.aerial_cache[ai] = aerial
         self.aerial_seen[ai.numpy()] = True
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The descriptor cache and this epoch's top-k lists, for a checkpoint."""
+        state = {"aerial_seen": torch.from_numpy(self.aerial_seen.copy())}
+        if self.ground_cache is not None and self.aerial_cache is not None:
+            state["ground_cache"] = self.ground_cache.clone()
+            state["aerial_cache"] = self.aerial_cache.clone()
+        if self.topk is not None:
+            state["topk"] = torch.from_numpy(self.topk.copy())
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], topk: bool = True) -> None:
+        """Restore a state_dict; TOPK=False keeps the current top-k lists (a new epoch's)."""
+        self.aerial_seen = state["aerial_seen"].numpy().copy()
+        self.ground_cache = state.get("ground_cache")
+        self.aerial_cache = state.get("aerial_cache")
+        if topk:
+            self.topk = state["topk"].numpy().copy() if "topk" in state else None
+
     def refresh(self, rng: np.random.Generator, chunk: int = 4096) -> None:
         """Draw a random pool among cached tiles and store every panorama's top-k of it."""
         seen = np.flatnonzero(self.aerial_seen)

@@ -197,6 +197,7 @@ def _train(
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.sam_rho is None)
     start, skip, partial = 0, 0, {"total": 0.0, "count": 0}
+    mined: dict[str, torch.Tensor] | None = None
     if resume and (ckpt := checkpoint.latest(ckpt_dir)) is not None:
         state = checkpoint.load(ckpt, model)
         optimizer.load_state_dict(state["optimizer"])
@@ -207,6 +208,9 @@ def _train(
         start = report.resumed_from = ckpt.epoch
         skip = report.resumed_step = ckpt.step
         partial = state.get("partial") or partial
+        if miner is not None and "miner" in state:  # the cache the next refresh reads
+            miner.load_state_dict(state["miner"], topk=False)
+            mined = state["miner"]
         report.epochs_completed = ckpt.epoch
     elif not resume and world.is_main:
         checkpoint.clear(ckpt_dir)
@@ -218,6 +222,7 @@ def _train(
             "scaler": scaler.state_dict(),
             "rng": _rng_state(device),
             "history": report.history,
+            **({"miner": miner.state_dict()} if miner is not None else {}),
             **extra,
         }
 
@@ -227,6 +232,8 @@ def _train(
             report.interrupted = interrupt.signal_name(signum)
             break
         sampler.set_epoch(epoch, skip * batch)
+        if skip and mined is not None:  # mid-epoch: this epoch's lists, not a new refresh
+            miner.load_state_dict(mined)
         generator.manual_seed(cfg.seed * 1_000_003 + epoch)
         if hasattr(loss_fn, "set_epoch"):  # staged losses (VIGOR: triplet, then hybrid)
             loss_fn.set_epoch(epoch)

@@ -172,6 +172,21 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(
     assert_same_run(resumed, straight)
 
 
+def test_mining_run_resumes_mid_epoch_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mining cache and the epoch's mined lists are checkpointed with the weights."""
+    args = run_args(tmp_path / "stopped", "--epochs", "3", "--set", "mining=true")
+    straight = run_args(tmp_path / "straight", "--epochs", "3", "--set", "mining=true")
+    assert in_process(straight, None, monkeypatch) == 0
+    stop = f"train-step:{2 * STEPS_PER_EPOCH + 1}:sigterm"  # in epoch 3, after a refresh
+    assert in_process(args, stop, monkeypatch) == 143
+    assert in_process([*args, "--resume"], None, monkeypatch) == 0
+    resumed = result_of(tmp_path / "stopped")
+    assert (resumed.training["resumed_from"], resumed.training["resumed_step"]) == (2, 1)
+    assert_same_run(resumed, result_of(tmp_path / "straight"))
+
+
 def test_result_records_what_a_rerun_needs_to_compare(straight: RunResult) -> None:
     env = straight.env
     assert env["seeds"] == {"python": 0, "numpy": 0, "torch": 0, "shuffle": 0}
