@@ -218,16 +218,24 @@ def resolve(spec: ModelSpec, user: dict[str, Any], quick: bool) -> RunConfig:
     return run
 
 
+METHOD_KEYS = ("loss", "loss_options", "mining", "sam_rho")  # what a method ablation changes
+
+
 def options_tag(spec: ModelSpec, run: RunConfig) -> str:
-    """'' when RUN uses the model options of its variant and regime; otherwise '-opts' and a
-    short hash of the options changed with --set model.*, so that an ablation gets its own
-    result and checkpoint names instead of overwriting the plugin's own run."""
+    """'' when RUN uses its plugin's method as the variant and regime define it; otherwise
+    '-opts' and a short hash of what changed (model options, loss and its options, mining,
+    SAM), so that an ablation gets its own result and checkpoint names instead of
+    overwriting the plugin's own run. Training budget (epochs, lr, ...) is not part of it."""
 
     def plain(value: Any) -> Any:
         return json.loads(json.dumps(value, sort_keys=True, default=str))
 
-    regime = plain(spec.quick.get("model", {})) if run.regime == "quick" else {}
-    changed = {k: v for k, v in plain(run.model).items() if regime.get(k) != v}
+    base = resolve(spec, {"variant": run.variant}, run.regime == "quick")
+    model = plain(base.model)
+    changed = {f"model.{k}": v for k, v in plain(run.model).items() if model.get(k) != v}
+    changed |= {
+        k: v for k in METHOD_KEYS if (v := plain(getattr(run, k))) != plain(getattr(base, k))
+    }
     if not changed:
         return ""
     return "-opts" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]

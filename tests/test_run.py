@@ -168,7 +168,7 @@ def test_evaluating_a_checkpoint_reproduces_the_run_that_wrote_it(
         assert again.metrics[key] == trained.metrics[key]
 
 
-def test_changed_model_options_get_their_own_result_and_checkpoint(
+def test_changed_method_options_get_their_own_result_and_checkpoint(
     tiny_run: dict[str, Any],
 ) -> None:
     plain = _job({**tiny_run, "epochs": 1})
@@ -179,3 +179,6 @@ def test_changed_model_options_get_their_own_result_and_checkpoint(
     assert plain.filename() != changed.filename()
     assert changed.options_tag in changed.filename()
     assert Path(plain.training["checkpoint"]).parent != Path(changed.training["checkpoint"]).parent
+    other_loss = _job({**tiny_run, "epochs": 0, "loss": "infonce"})
+    assert other_loss.options_tag not in ("", changed.options_tag)
+    assert _job({**tiny_run, "epochs": 0, "lr": 0.5}).options_tag == ""  # budget, not method
