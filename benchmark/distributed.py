@@ -276,7 +276,7 @@ def _rebuild(bn: _BatchNorm, cls: type[_BatchNorm]) -> _BatchNorm:
     return new
 
 
-def sync_batchnorm(model: nn.Module) -> nn.Module:
+def _sync_batchnorm(model: nn.Module) -> nn.Module:
     """Make every BatchNorm of MODEL use global-batch statistics (in place; reversible)."""
 
     def make(m: nn.Module) -> nn.Module | None:
@@ -289,8 +289,22 @@ def sync_batchnorm(model: nn.Module) -> nn.Module:
     return _swap_batchnorm(model, make)
 
 
-def unsync_batchnorm(model: nn.Module) -> nn.Module:
-    """Undo sync_batchnorm: every BatchNorm is its original class again."""
+@contextmanager
+def global_batchnorm(model: nn.Module, world: World) -> Iterator[None]:
+    """Within the block, MODEL's BatchNorm uses global-batch statistics (nothing changes in
+    a single process)."""
+    if not world.active:
+        yield
+        return
+    _sync_batchnorm(model)
+    try:
+        yield
+    finally:
+        _unsync_batchnorm(model)
+
+
+def _unsync_batchnorm(model: nn.Module) -> nn.Module:
+    """Undo _sync_batchnorm: every BatchNorm is its original class again."""
 
     def make(m: nn.Module) -> nn.Module | None:
         if isinstance(m, GlobalBatchNorm):

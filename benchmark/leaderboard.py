@@ -485,14 +485,7 @@ def _recall_plot(rows: list[dict[str, Any]], title: str, slug: str) -> Plot:
         if k1 is not None and not pd.isna(k1) and int(k1) not in ks.values():
             ks["R@1%"] = int(k1)
         pts = sorted((k, row[m]) for m, k in ks.items() if row[m][2])
-        curves.append(
-            Curve(
-                _plot_label(row),
-                tuple(float(k) for k, _ in pts),
-                tuple(s[0] for _, s in pts),
-                tuple(_err(s) for _, s in pts),
-            )
-        )
+        curves.append(_stats_curve(_plot_label(row), pts))
     return Plot(
         f"{PLOTS_DIR}/recall-{slug}.png",
         "curve",
@@ -500,6 +493,16 @@ def _recall_plot(rows: list[dict[str, Any]], title: str, slug: str) -> Plot:
         f"Recall@K on {title}",
         "K",
         "recall (%)",
+    )
+
+
+def _stats_curve(label: str, points: list[tuple[float, tuple[float, float, int]]]) -> Curve:
+    """A curve through (x, (mean, std, runs)) points, with std error bars."""
+    return Curve(
+        label,
+        tuple(float(x) for x, _ in points),
+        tuple(s[0] for _, s in points),
+        tuple(_err(s) for _, s in points),
     )
 
 
@@ -513,14 +516,7 @@ def _metre_plot(
             continue
         pts = [(m, row[c]) for m, c in metres if row[c][2]]
         if pts:
-            curves.append(
-                Curve(
-                    _plot_label(row),
-                    tuple(m for m, _ in pts),
-                    tuple(s[0] for _, s in pts),
-                    tuple(_err(s) for _, s in pts),
-                )
-            )
+            curves.append(_stats_curve(_plot_label(row), pts))
     return Plot(
         f"{PLOTS_DIR}/metres-{slug}.png",
         "curve",

@@ -96,35 +96,6 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def train(
-    model: CrossViewModel,
-    split: CrossViewSplit,
-    pipeline: InputPipeline,
-    cfg: RunConfig,
-    loss_fn: Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor],
-    device: torch.device,
-    ckpt_dir: Path,
-    resume: bool = False,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-) -> TrainReport:
-    """Train MODEL on SPLIT for cfg.epochs, checkpointing every epoch; resume if asked.
-
-    Under torchrun each rank computes its slice of every global batch (see
-    benchmark/distributed.py) and rank 0 writes the checkpoints.
-    """
-    world = distributed.current()
-    model.to(device)
-    if world.active:
-        distributed.sync_batchnorm(model)
-    try:
-        return _train(
-            model, world, split, pipeline, cfg, loss_fn, device, ckpt_dir, resume, on_epoch_end
-        )
-    finally:
-        if world.active:
-            distributed.unsync_batchnorm(model)
-
-
 class TrainStep(torch.nn.Module):
     """The differentiable part of a step: embed a batch, gather the global batch, return the
     loss. DDP wraps this whole step, so parameters the loss does not reach (VIGOR's offset
@@ -155,152 +126,163 @@ class TrainStep(torch.nn.Module):
         return self.loss_fn(out, whole)
 
 
-def _train(
+def train(
     model: CrossViewModel,
-    world: distributed.World,
     split: CrossViewSplit,
     pipeline: InputPipeline,
     cfg: RunConfig,
     loss_fn: Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor],
     device: torch.device,
     ckpt_dir: Path,
-    resume: bool,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainReport:
-    report = TrainReport()
-    batch = min(cfg.batch_size, split.num_ground)
-    local = distributed.per_rank_batch(world, batch)
-    generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
-    pairs = PairDataset(split, pipeline, cfg.seed)
-    miner = None
-    if cfg.mining:
-        miner = MiningSampler(split, batch, cfg.seed, cfg.mining_pool, cfg.mining_k)
-        sampler: EpochShuffle | MiningSampler = miner
-        batches: Any = miner
-    else:
-        sampler = EpochShuffle(split.num_ground, cfg.seed)
-        batches = BatchSampler(sampler, batch, drop_last=True)
-    net: torch.nn.Module = TrainStep(model, loss_fn, world, miner)
-    if world.active:
-        net = DistributedDataParallel(net, find_unused_parameters=True)
-    loader = make_loader(
-        pairs,
-        local,
-        cfg.workers,
-        device,
-        generator=generator,
-        batch_sampler=distributed.RankSlices(EpochTagged(batches, sampler), world),
-    )
-    steps_per_epoch = len(loader)
-    optimizer = build_optimizer(cfg, model)
-    schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.sam_rho is None)
-    start, skip, partial = 0, 0, {"total": 0.0, "count": 0}
-    mined: dict[str, torch.Tensor] | None = None
-    if resume and (ckpt := checkpoint.latest(ckpt_dir)) is not None:
-        state = checkpoint.load(ckpt, model)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
-        report.history = [dict(h) for h in state["history"]]
-        start = report.resumed_from = ckpt.epoch
-        skip = report.resumed_step = ckpt.step
-        partial = state.get("partial") or partial
-        if miner is not None and "miner" in state:  # the cache the next refresh reads
-            miner.load_state_dict(state["miner"], topk=False)
-            mined = state["miner"]
-        report.epochs_completed = ckpt.epoch
-    elif not resume and world.is_main:
-        checkpoint.clear(ckpt_dir)
+    """Train MODEL on SPLIT for cfg.epochs, checkpointing every epoch; resume if asked.
 
-    def snapshot(**extra: Any) -> dict[str, Any]:
-        return {
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(device),
-            "history": report.history,
-            **({"miner": miner.state_dict()} if miner is not None else {}),
-            **extra,
-        }
-
-    t0 = time.perf_counter()
-    for epoch in range(start, cfg.epochs):
-        if (signum := distributed.agree_signal(world, interrupt.requested())) is not None:
-            report.interrupted = interrupt.signal_name(signum)
-            break
-        sampler.set_epoch(epoch, skip * batch)
-        if skip and mined is not None:  # mid-epoch: this epoch's lists, not a new refresh
-            miner.load_state_dict(mined)
-        generator.manual_seed(cfg.seed * 1_000_003 + epoch)
-        if hasattr(loss_fn, "set_epoch"):  # staged losses (VIGOR: triplet, then hybrid)
-            loss_fn.set_epoch(epoch)
-        model.train()
-        total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
-        bar = distributed.progress(
-            loader,
-            desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            initial=skip,
-            total=steps_per_epoch,
+    Under torchrun each rank computes its slice of every global batch (see
+    benchmark/distributed.py) and rank 0 writes the checkpoints.
+    """
+    world = distributed.current()
+    model.to(device)
+    with distributed.global_batchnorm(model, world):
+        report = TrainReport()
+        batch = min(cfg.batch_size, split.num_ground)
+        local = distributed.per_rank_batch(world, batch)
+        generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
+        pairs = PairDataset(split, pipeline, cfg.seed)
+        miner = None
+        if cfg.mining:
+            miner = MiningSampler(split, batch, cfg.seed, cfg.mining_pool, cfg.mining_k)
+            sampler: EpochShuffle | MiningSampler = miner
+            batches: Any = miner
+        else:
+            sampler = EpochShuffle(split.num_ground, cfg.seed)
+            batches = BatchSampler(sampler, batch, drop_last=True)
+        net: torch.nn.Module = TrainStep(model, loss_fn, world, miner)
+        if world.active:
+            net = DistributedDataParallel(net, find_unused_parameters=True)
+        loader = make_loader(
+            pairs,
+            local,
+            cfg.workers,
+            device,
+            generator=generator,
+            batch_sampler=distributed.RankSlices(EpochTagged(batches, sampler), world),
         )
-        for step, data in enumerate(bar, start=skip):
-            for key in IMAGE_KEYS & data.keys():
-                data[key] = data[key].to(device, non_blocking=True)
+        steps_per_epoch = len(loader)
+        optimizer = build_optimizer(cfg, model)
+        schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
+        amp = device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.sam_rho is None)
+        start, skip, partial = 0, 0, {"total": 0.0, "count": 0}
+        mined: dict[str, torch.Tensor] | None = None
+        if resume and (ckpt := checkpoint.latest(ckpt_dir)) is not None:
+            state = checkpoint.load(ckpt, model)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"], device)
+            report.history = [dict(h) for h in state["history"]]
+            start = report.resumed_from = ckpt.epoch
+            skip = report.resumed_step = ckpt.step
+            partial = state.get("partial") or partial
+            if miner is not None and "miner" in state:  # the cache the next refresh reads
+                miner.load_state_dict(state["miner"], topk=False)
+                mined = state["miner"]
+            report.epochs_completed = ckpt.epoch
+        elif not resume and world.is_main:
+            checkpoint.clear(ckpt_dir)
 
-            def closure(data: dict[str, Any] = data) -> torch.Tensor:
-                ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
-                with ctx:
-                    return net(data)
+        def snapshot(**extra: Any) -> dict[str, Any]:
+            return {
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(device),
+                "history": report.history,
+                **({"miner": miner.state_dict()} if miner is not None else {}),
+                **extra,
+            }
 
-            # Each rank back-propagates the global loss through its own rows; DDP averages
-            # the ranks' gradients, so scaling by the rank count gives the global gradient.
-            loss = closure()
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"The loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
-                    f"{cfg.plugin}. Lower the learning rate (--set lr=...), enable gradient "
-                    "clipping (--set grad_clip=1.0) or check the input data."
-                )
-            if cfg.sam_rho is not None:
-                (loss * world.size).backward()
-                optimizer.first_step(zero_grad=True)
-                (closure() * world.size).backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.second_step(zero_grad=True)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss * world.size).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            schedule.step()
-            total += loss.item()
-            count += 1
-            bar.set_postfix(loss=f"{total / count:.4f}")
-            faults.point("train-step")
-            signum = distributed.agree_signal(world, interrupt.requested())
-            if signum is not None and step + 1 < steps_per_epoch:
+        t0 = time.perf_counter()
+        for epoch in range(start, cfg.epochs):
+            if (signum := distributed.agree_signal(world, interrupt.requested())) is not None:
                 report.interrupted = interrupt.signal_name(signum)
-                partial = {"total": total, "count": count}
-                if world.is_main:
-                    state = snapshot(partial=partial)
-                    checkpoint.save(ckpt_dir, epoch, model, state, step=step + 1)
                 break
-        skip = 0
-        if report.interrupted:
-            break
-        logs = {"epoch": epoch + 1, "loss": total / max(1, count), "lr": schedule.get_last_lr()[0]}
-        report.history.append(logs)
-        report.epochs_completed = epoch + 1
-        if world.is_main:
-            checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
-        if on_epoch_end is not None and world.is_main:
-            on_epoch_end(epoch + 1, logs)
-    report.seconds = time.perf_counter() - t0
-    return report
+            sampler.set_epoch(epoch, skip * batch)
+            if skip and mined is not None:  # mid-epoch: this epoch's lists, not a new refresh
+                miner.load_state_dict(mined)
+            generator.manual_seed(cfg.seed * 1_000_003 + epoch)
+            if hasattr(loss_fn, "set_epoch"):  # staged losses (VIGOR: triplet, then hybrid)
+                loss_fn.set_epoch(epoch)
+            model.train()
+            total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
+            bar = distributed.progress(
+                loader,
+                desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                initial=skip,
+                total=steps_per_epoch,
+            )
+            for step, data in enumerate(bar, start=skip):
+                for key in IMAGE_KEYS & data.keys():
+                    data[key] = data[key].to(device, non_blocking=True)
+
+                def closure(data: dict[str, Any] = data) -> torch.Tensor:
+                    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
+                    with ctx:
+                        return net(data)
+
+                # Each rank back-propagates the global loss through its own rows; DDP averages
+                # the ranks' gradients, so scaling by the rank count gives the global gradient.
+                loss = closure()
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"The loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
+                        f"{cfg.plugin}. Lower the learning rate (--set lr=...), enable gradient "
+                        "clipping (--set grad_clip=1.0) or check the input data."
+                    )
+                if cfg.sam_rho is not None:
+                    (loss * world.size).backward()
+                    optimizer.first_step(zero_grad=True)
+                    (closure() * world.size).backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.second_step(zero_grad=True)
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss * world.size).backward()
+                    if cfg.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                schedule.step()
+                total += loss.item()
+                count += 1
+                bar.set_postfix(loss=f"{total / count:.4f}")
+                faults.point("train-step")
+                signum = distributed.agree_signal(world, interrupt.requested())
+                if signum is not None and step + 1 < steps_per_epoch:
+                    report.interrupted = interrupt.signal_name(signum)
+                    partial = {"total": total, "count": count}
+                    if world.is_main:
+                        state = snapshot(partial=partial)
+                        checkpoint.save(ckpt_dir, epoch, model, state, step=step + 1)
+                    break
+            skip = 0
+            if report.interrupted:
+                break
+            logs = {
+                "epoch": epoch + 1,
+                "loss": total / max(1, count),
+                "lr": schedule.get_last_lr()[0],
+            }
+            report.history.append(logs)
+            report.epochs_completed = epoch + 1
+            if world.is_main:
+                checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
+            if on_epoch_end is not None and world.is_main:
+                on_epoch_end(epoch + 1, logs)
+        report.seconds = time.perf_counter() - t0
+        return report

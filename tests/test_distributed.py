@@ -133,9 +133,8 @@ def test_batchnorm_sync_is_reversible_and_keeps_the_state() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(2)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     weight = model[1].weight
-    distributed.sync_batchnorm(model)
-    assert isinstance(model[1], GlobalBatchNorm) and isinstance(model[2][0], GlobalBatchNorm)
-    assert model[1].weight is weight  # the optimizer's parameters stay the same objects
-    distributed.unsync_batchnorm(model)
+    with distributed.global_batchnorm(model, World(0, 2)):
+        assert isinstance(model[1], GlobalBatchNorm) and isinstance(model[2][0], GlobalBatchNorm)
+        assert model[1].weight is weight  # the optimizer's parameters stay the same objects
     assert type(model[1]) is nn.BatchNorm2d and type(model[2][0]) is nn.BatchNorm1d
     assert model.state_dict().keys() == before.keys()
