@@ -140,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
         help="override a setting of every run, e.g. --set epochs=1",
     )
     su.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
+    su.add_argument("--jobs", type=int, default=1, help="runs at a time, in separate processes")
     ds = sub.add_parser("datasets", help="dataset tools")
     dsub = ds.add_subparsers(dest="action", required=True)
     chk = dsub.add_parser("check", help="validate a dataset folder without training")
@@ -293,7 +294,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from benchmark.suite import suite_command
 
     return suite_command(
-        args.file, args.results_dir, args.page, args.sets, args.dry_run, args.debug
+        args.file, args.results_dir, args.page, args.sets, args.dry_run, args.jobs, args.debug
     )
 
 

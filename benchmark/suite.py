@@ -10,7 +10,9 @@ Protocol evaluations are never profiled: the protocol does not change the model'
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -181,12 +183,10 @@ def _step(
     return None
 
 
-def run_suite(reg: Registry, runs: list[Run], debug: bool = False) -> int:
-    """Run RUNS and their protocol evaluations; 0, 1 when some failed, 130/143 when stopped."""
-    from benchmark.runner import preflight
-
+def run_share(reg: Registry, runs: list[Run], debug: bool = False) -> int:
+    """Run RUNS and their protocol evaluations in turn; 0, 1 when some failed, 130/143 when
+    stopped by a signal."""
     steps = [(run, p) for run in runs for p in (None, *run.protocols)]
-    preflight(reg, [c for run, p in steps for c in _choices(reg, run, p)])  # before any work
     progress = _Progress(len(steps))
     parent = None
     for run, protocol in steps:
@@ -197,6 +197,40 @@ def run_suite(reg: Registry, runs: list[Run], debug: bool = False) -> int:
     if progress.failed:
         print(f"{progress.failed} run(s) failed; see their result files.", file=sys.stderr)
     return 1 if progress.failed else 0
+
+
+def _worker(runs: list[Run], threads: int | None, debug: bool) -> int:
+    """A process of ``--jobs``: its share of the runs, with the installed plugins."""
+    from benchmark.registry import registry
+
+    _threads(threads)
+    return run_share(registry(), runs, debug)
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run_suite(
+    reg: Registry, runs: list[Run], threads: int | None, jobs: int = 1, debug: bool = False
+) -> int:
+    """Check every run, then run them (JOBS processes at a time, each with THREADS torch
+    threads); 0, 1 when some failed, 130/143 when stopped by a signal."""
+    from benchmark.runner import preflight
+
+    preflight(
+        reg, [c for run in runs for p in (None, *run.protocols) for c in _choices(reg, run, p)]
+    )
+    if jobs == 1:
+        _threads(threads)
+        return run_share(reg, runs, debug)
+    shares = [runs[i::jobs] for i in range(jobs)]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        codes = list(pool.map(_worker, shares, [threads] * jobs, [debug] * jobs))
+    return next((c for c in codes if c in (130, 143)), max(codes))
 
 
 def describe(reg: Registry, runs: list[Run]) -> str:
@@ -220,12 +254,15 @@ def suite_command(
     page: Path | None,
     sets: list[str],
     dry_run: bool,
+    jobs: int,
     debug: bool,
 ) -> int:
     """``python -m benchmark suite FILE``: run the suite (or list it), then render its page."""
     from benchmark.leaderboard import leaderboard_command
     from benchmark.registry import registry
 
+    if jobs < 1:
+        raise BenchmarkError(f"--jobs must be 1 or more, got {jobs}.")
     suite = load_suite(file)
     suite = suite.model_copy(
         update={"results_dir": results_dir or suite.results_dir, "page": page or suite.page}
@@ -235,11 +272,7 @@ def suite_command(
     if dry_run:
         print(describe(reg, runs))
         return 0
-    if suite.threads is not None:
-        import torch
-
-        torch.set_num_threads(suite.threads)
-    code = run_suite(reg, runs, debug)
+    code = run_suite(reg, runs, suite.threads, jobs, debug)
     if code in (0, 1) and suite.page is not None:
         leaderboard_command(suite.results_dir, suite.page, check=False)
     return code
