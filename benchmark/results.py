@@ -51,6 +51,11 @@ class PluginPackage(BaseModel):
     package: str
     version: str
 
+    @classmethod
+    def of(cls, origin: Any) -> PluginPackage:
+        """The record of a registry's plugin origin (a PluginInfo)."""
+        return cls(entry_point=origin.name, package=origin.package, version=origin.version)
+
 
 class RunResult(BaseModel):
     """Everything a reader needs to trust, compare and reproduce one run."""

@@ -139,10 +139,7 @@ def planned_result(reg: Registry, cfg: RunConfig) -> results.RunResult:
         started=results.now(),
         git_commit=results.git_commit(),
         card=results.CardSnapshot.of(spec.card),
-        plugin_package=origin
-        and results.PluginPackage(
-            entry_point=origin.name, package=origin.package, version=origin.version
-        ),
+        plugin_package=results.PluginPackage.of(origin) if origin else None,
     )
 
 

@@ -51,7 +51,7 @@ def imports_torch(tree: Path) -> bool:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", *COMMAND], cwd=tree, capture_output=True, text=True
     )
-    return any(line.rstrip().endswith("| torch") for line in done.stderr.splitlines())
+    return any(line.split("|")[-1].strip() == "torch" for line in done.stderr.splitlines())
 
 
 def cpu() -> str:

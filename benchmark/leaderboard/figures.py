@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from benchmark.leaderboard.frame import METRIC
 from benchmark.specs import MetricDisplay
 
 PLOTS_DIR = "plots"
@@ -111,7 +112,7 @@ def _stats_curve(label: str, points: list[tuple[float, tuple[float, float, int]]
 def _x(row: dict[str, Any], display: MetricDisplay) -> float | None:
     """Where DISPLAY's value of ROW lies on its figure's x axis (a metric's value or fixed)."""
     if isinstance(display.x, str):
-        value = row["first"].get("m:" + display.x)
+        value = row["first"].get(METRIC + display.x)
         return None if value is None or math.isnan(value) else float(value)
     return display.x
 

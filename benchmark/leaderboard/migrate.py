@@ -41,9 +41,7 @@ def migrate_command(results_dir: Path) -> int:
             missing[result.plugin] = missing.get(result.plugin, 0) + 1
             continue
         result.card = results.CardSnapshot.of(spec.card)
-        result.plugin_package = results.PluginPackage(
-            entry_point=origin.name, package=origin.package, version=origin.version
-        )
+        result.plugin_package = results.PluginPackage.of(origin)
         weights = result.training.get("weights")
         if isinstance(weights, str) and weights:
             result.parent = results.producer_of(Path(weights), path.parent)
