@@ -114,9 +114,33 @@ def parser() -> argparse.ArgumentParser:
     prof.add_argument("--device", default="cpu")
     prof.add_argument("--variant", default="paper")
     lb = sub.add_parser("leaderboard", help="render leaderboard/LEADERBOARD.md from results")
+    lb.add_argument(
+        "action",
+        nargs="?",
+        choices=("render", "migrate"),
+        default="render",
+        help="render (default) the page, or migrate older result files to the current schema",
+    )
     lb.add_argument("--results-dir", type=Path, default=Path("leaderboard/results"))
     lb.add_argument("--output", type=Path, default=Path("leaderboard/LEADERBOARD.md"))
     lb.add_argument("--check", action="store_true", help="fail if the output is out of date")
+    su = sub.add_parser(
+        "suite",
+        help="run an experiment suite file (skips runs whose results exist), render its page",
+    )
+    su.add_argument("file", type=Path, help="suite file (YAML or TOML)")
+    su.add_argument("--results-dir", type=Path, default=None, help="instead of the suite's")
+    su.add_argument("--page", type=Path, default=None, help="instead of the suite's page")
+    su.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every run, e.g. --set epochs=1",
+    )
+    su.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
+    su.add_argument("--jobs", type=int, default=1, help="runs at a time, in separate processes")
     ds = sub.add_parser("datasets", help="dataset tools")
     dsub = ds.add_subparsers(dest="action", required=True)
     chk = dsub.add_parser("check", help="validate a dataset folder without training")
@@ -258,9 +282,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Render (or check) the leaderboard."""
-    from benchmark.leaderboard import leaderboard_command
+    from benchmark.leaderboard import leaderboard_command, migrate_command
 
+    if args.action == "migrate":
+        return migrate_command(args.results_dir)
     return leaderboard_command(args.results_dir, args.output, args.check)
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    """Run an experiment suite."""
+    from benchmark.suite import suite_command
+
+    return suite_command(
+        args.file, args.results_dir, args.page, args.sets, args.dry_run, args.jobs, args.debug
+    )
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -277,6 +312,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "profile": cmd_profile,
     "leaderboard": cmd_leaderboard,
+    "suite": cmd_suite,
     "datasets": cmd_datasets,
 }
 

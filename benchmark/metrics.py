@@ -9,7 +9,7 @@ import numpy as np
 
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.vigor import METRES_PER_PX, TILE_PX
-from benchmark.specs import MetricSpec
+from benchmark.specs import MetricDisplay, MetricSpec
 
 
 @dataclass
@@ -57,7 +57,18 @@ def recall_metrics(ev: Evaluation) -> dict[str, Any]:
     }
 
 
-METRICS = [MetricSpec("recall", recall_metrics, description="R@1/5/10 and R@1% (K = N//100 + 1)")]
+RECALL_AT = (("R@1", 1), ("R@5", 5), ("R@10", 10), ("R@1%", "R@1%_k"))
+METRICS = [
+    MetricSpec(
+        "recall",
+        recall_metrics,
+        description="R@1/5/10 and R@1% (K = N//100 + 1)",
+        display=tuple(
+            MetricDisplay.percent(key, rank=key == "R@1", plot="recall", x=x)
+            for key, x in RECALL_AT
+        ),
+    )
+]
 
 
 VIGOR_TILE_METRES = TILE_PX * METRES_PER_PX  # 72.96 m, the real VIGOR tile side
@@ -110,11 +121,28 @@ METRICS += [
         hit_rate_metrics,
         applies=lambda ev: ev.split.semi_positives is not None,
         description="top-1 is the positive or a semi-positive (VIGOR)",
+        display=(MetricDisplay.percent("hit_rate", label="hit rate"),),
     ),
     MetricSpec(
         "metre-accuracy",
         metre_metrics,
         applies=lambda ev: ev.split.ground_xy is not None and ev.split.aerial_xy is not None,
         description="meter-level accuracy of the top-1 position (+ predicted offset), curve",
+        display=(
+            *(
+                MetricDisplay.percent(f"acc@{t}m", column=t == 10, plot="metres", x=t)
+                for t in METRE_THRESHOLDS
+            ),
+            MetricDisplay(
+                key="median_error_m",
+                label="median error m",
+                unit="m",
+                higher_is_better=False,
+                bounds=(0.0, None),
+            ),
+            MetricDisplay.percent(
+                "accuracy_curve", column=False, plot="metres", x="thresholds_m", y="accuracy"
+            ),
+        ),
     ),
 ]

@@ -37,6 +37,8 @@ from torch import nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.model import CrossViewModel
+from benchmark.reported import fmt as _fmt
+from benchmark.reported import reported_compute
 from benchmark.specs import ModelOptions, ModelSpec
 
 PROFILE_KEYS = (
@@ -425,33 +427,10 @@ def profile_model(
     return {key: profile[key] for key in PROFILE_KEYS}
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "-"
-    return f"{value:,.{digits}f}" if isinstance(value, float | int) else str(value)
-
-
 def _delta(measured: float | None, reported: Any) -> str:
     if measured is None or not isinstance(reported, int | float) or not reported:
         return "-"
     return f"{100 * (measured - reported) / reported:+.1f}%"
-
-
-def reported_compute(rep: Mapping[str, Any]) -> tuple[float | None, bool, str]:
-    """The card's compute figure, whether it is MACs, and its label.
-
-    A paper's own "GFLOPs" (``gflops_reported``, MACs when ``gflops_is_macs``) come first;
-    a card whose paper prints none may give a documented count (``gmacs_computed``).
-    """
-    where = rep.get("input", "?")
-    if rep.get("gflops_reported"):
-        is_macs = bool(rep.get("gflops_is_macs"))
-        label = f"{_fmt(rep['gflops_reported'])} ({'MACs' if is_macs else 'FLOPs'}, {where})"
-        return rep["gflops_reported"], is_macs, label
-    if rep.get("gmacs_computed"):
-        label = f"{_fmt(rep['gmacs_computed'])} (MACs, computed, {where})"
-        return rep["gmacs_computed"], True, label
-    return None, True, "-"
 
 
 def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -10,10 +10,51 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from benchmark import __version__
+from benchmark import __version__, schema
 from benchmark.io import atomic_write
+from benchmark.specs import MetricDisplay, MetricSpec
+
+
+class CardSnapshot(BaseModel):
+    """What the leaderboard shows of a method's card, as the card was when the run was made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str
+    authors: str
+    venue: str
+    url: str
+    reported: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    reported_cost: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, card: Any) -> CardSnapshot:
+        """The snapshot of a method's card (a ModelCard)."""
+        return cls(
+            title=card.title,
+            authors=card.authors,
+            venue=card.venue,
+            url=card.url,
+            reported={k: dict(v) for k, v in card.reported.items()},
+            reported_cost=dict(card.reported_cost),
+        )
+
+
+class PluginPackage(BaseModel):
+    """The installed package whose plugin provided the method: entry point, name, version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entry_point: str
+    package: str
+    version: str
+
+    @classmethod
+    def of(cls, origin: Any) -> PluginPackage:
+        """The record of a registry's plugin origin (a PluginInfo)."""
+        return cls(entry_point=origin.name, package=origin.package, version=origin.version)
 
 
 class RunResult(BaseModel):
@@ -46,6 +87,18 @@ class RunResult(BaseModel):
     finished: str = ""
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    schema_version: int = schema.SCHEMA_VERSION
+    migrated_from: int | None = Field(
+        None, description="the schema this file was written with, when it was migrated since"
+    )
+    card: CardSnapshot | None = Field(None, description="the method's card when it ran")
+    plugin_package: PluginPackage | None = None
+    display: list[MetricDisplay] = Field(
+        default_factory=list, description="how the leaderboard shows each metric key"
+    )
+    parent: str | None = Field(
+        None, description="the result (file stem) of the run whose weights this run evaluated"
+    )
 
     def filename(self) -> str:
         """Stable name: one file per plugin, variant, regime, changed model options, dataset,
@@ -108,23 +161,55 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-def write(result: RunResult, results_dir: Path) -> Path:
-    """Write RESULT atomically under RESULTS_DIR and return its path."""
-    path = Path(results_dir) / result.filename()
+def displays(specs: list[MetricSpec], metrics: dict[str, Any]) -> list[MetricDisplay]:
+    """The display declarations of SPECS for the keys present in METRICS."""
+    return [d for spec in specs for d in spec.display if d.key in metrics]
+
+
+def dump(result: RunResult, path: Path) -> None:
+    """Write RESULT atomically to PATH (sorted keys, indented)."""
     with atomic_write(path, "w") as fh:
         json.dump(result.model_dump(mode="json"), fh, indent=2, sort_keys=True)
         fh.write("\n")
+
+
+def write(result: RunResult, results_dir: Path) -> Path:
+    """Write RESULT atomically under RESULTS_DIR and return its path."""
+    path = Path(results_dir) / result.filename()
+    dump(result, path)
     return path
 
 
-def read_all(results_dir: Path) -> tuple[list[RunResult], list[str]]:
-    """Every valid result under RESULTS_DIR, and a warning line for each unreadable file."""
-    found, warnings = [], []
+def load(path: Path) -> RunResult:
+    """The result file at PATH, an older schema migrated; ValueError when it is not one."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return RunResult.model_validate(schema.migrate(data))
+
+
+def read_all(results_dir: Path) -> tuple[dict[Path, RunResult], list[str]]:
+    """Every valid result under RESULTS_DIR by path, and a warning for each unreadable file."""
+    found, warnings = {}, []
     for path in sorted(Path(results_dir).rglob("*.json")):
         if "checkpoints" in path.relative_to(results_dir).parts:
             continue  # checkpoint manifests live beside the results, they are not results
         try:
-            found.append(RunResult.model_validate_json(path.read_text()))
+            found[path] = load(path)
         except (OSError, ValueError) as exc:
             warnings.append(f"skipped {path}: not a valid result file ({str(exc).splitlines()[0]})")
     return found, warnings
+
+
+def producer_of(weights: Path, results_dir: Path) -> str | None:
+    """The result in RESULTS_DIR (its file stem) whose final checkpoint holds WEIGHTS, i.e.
+    the run whose trained model an evaluation of WEIGHTS scores; None for other weights."""
+    folder = Path(weights).resolve().parent
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            checkpoint = load(path).training.get("checkpoint")
+        except (OSError, ValueError):
+            continue
+        if isinstance(checkpoint, str) and checkpoint and Path(checkpoint).resolve() == folder:
+            return path.stem
+    return None

@@ -118,22 +118,14 @@ def build_loss(reg: Registry, cfg: RunConfig) -> Callable[..., torch.Tensor]:
         ) from None
 
 
-def run_job(
-    reg: Registry,
-    cfg: RunConfig,
-    resume: bool = False,
-    weights: Path | None = None,
-    descriptors: Path | None = None,
-) -> results.RunResult:
-    """Run one plugin end to end and return its (ok or failed) result; never raises.
-
-    With DESCRIPTORS (saved by an earlier run) no model is built: they are scored again.
-    """
+def planned_result(reg: Registry, cfg: RunConfig) -> results.RunResult:
+    """The (not yet run) result of CFG: its identity, file name, config and method record."""
     spec = reg.model(cfg.plugin)
     split = cfg.split or (
         reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?"
     )
-    result = results.RunResult(
+    origin = reg.origin.get(("models", cfg.plugin))
+    return results.RunResult(
         plugin=cfg.plugin,
         variant=cfg.variant,
         regime=cfg.regime,
@@ -146,7 +138,29 @@ def run_job(
         config=cfg.model_dump(mode="json"),
         started=results.now(),
         git_commit=results.git_commit(),
+        card=results.CardSnapshot.of(spec.card),
+        plugin_package=results.PluginPackage.of(origin) if origin else None,
     )
+
+
+def result_path(reg: Registry, cfg: RunConfig) -> Path:
+    """Where the result of CFG is written."""
+    return Path(cfg.results_dir) / planned_result(reg, cfg).filename()
+
+
+def run_job(
+    reg: Registry,
+    cfg: RunConfig,
+    resume: bool = False,
+    weights: Path | None = None,
+    descriptors: Path | None = None,
+) -> results.RunResult:
+    """Run one plugin end to end and return its (ok or failed) result; never raises.
+
+    With DESCRIPTORS (saved by an earlier run) no model is built: they are scored again.
+    """
+    spec = reg.model(cfg.plugin)
+    result = planned_result(reg, cfg)
     images.SKIPPED.clear()
     try:
         device = resolve_device(cfg.device)
@@ -166,6 +180,7 @@ def run_job(
         if weights is not None and model is not None:
             load_into(model, read_state_dict(weights), str(weights))
             result.training["weights"] = str(weights)
+            result.parent = results.producer_of(weights, cfg.results_dir)
         world = distributed.current()
         with distributed.main_first(world):  # rank 0 generates and caches a synthetic world
             bundle = load_dataset(reg, cfg)
@@ -231,6 +246,7 @@ def run_job(
             result.preprocessing = saved_meta.get("preprocessing", {})
             result.training["descriptors_from"] = str(descriptors)
         result.metrics = ev.metrics
+        result.display = results.displays(metrics, ev.metrics)
         result.eval_seconds = ev.seconds
         result.training["retrieval_backend"] = ev.backend
         result.files = save_companions(result, cfg, ev)

@@ -112,11 +112,49 @@ class LossSpec:
     description: str = ""
 
 
+class MetricDisplay(BaseModel):
+    """How the leaderboard shows one key a metric computes; recorded in every result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(description="the key in the metric's output")
+    label: str = Field("", description="column header (default: the key)")
+    unit: str = Field("", description="e.g. '%' or 'm', shown on plot axes")
+    higher_is_better: bool = True
+    digits: int = Field(2, ge=0, le=6, description="decimals shown")
+    bounds: tuple[float | None, float | None] = Field(
+        (None, None), description="valid range; a result outside it is rejected"
+    )
+    column: bool = Field(True, description="a column of the leaderboard tables")
+    rank: bool = Field(False, description="rows are ranked by this key")
+    plot: str | None = Field(
+        None, pattern=r"^[a-z0-9_]+$", description="the figure it is drawn in, e.g. 'recall'"
+    )
+    x: float | str | None = Field(
+        None, description="its x in that figure: a number, or the metric key holding it"
+    )
+    y: str | None = Field(
+        None, description="for a curve-valued metric: the key of its y list (x: its x list)"
+    )
+
+    @classmethod
+    def percent(cls, key: str, **fields: Any) -> MetricDisplay:
+        """A percentage in 0..100, higher is better."""
+        return cls(key=key, unit="%", bounds=(0.0, 100.0), **fields)
+
+    @property
+    def header(self) -> str:
+        """The column header."""
+        return self.label or self.key
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric plugin: compute(evaluation) -> {name: value}; applies(evaluation) gates it."""
+    """A metric plugin: compute(evaluation) -> {name: value}; applies(evaluation) gates it;
+    display declares how the leaderboard shows the keys it computes."""
 
     name: str
     compute: Callable[[Any], dict[str, Any]]
     applies: Callable[[Any], bool] = lambda evaluation: True
     description: str = ""
+    display: tuple[MetricDisplay, ...] = ()

@@ -10,8 +10,10 @@ import pytest
 
 from benchmark import results
 from benchmark.leaderboard import leaderboard_command, render
-from benchmark.plots import Point, pareto_front
-from benchmark.results import RunResult
+from benchmark.leaderboard.figures import Point, pareto_front
+from benchmark.metrics import METRICS
+from benchmark.registry import registry
+from benchmark.results import CardSnapshot, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +35,9 @@ def _result(plugin: str, seed: int, r1: float, **over: Any) -> RunResult:
         "dataset_info": {"train_pairs": 48, "test_queries": 24, "test_references": 24},
     }
     fields.update(over)
+    fields.setdefault("display", results.displays(METRICS, fields["metrics"]))
+    spec = registry().models.get(plugin)
+    fields.setdefault("card", CardSnapshot.of(spec.card) if spec else None)
     return RunResult(**fields)
 
 
@@ -98,6 +103,8 @@ def test_check_passes_when_current_and_fails_when_a_result_is_altered(
     assert leaderboard_command(board, page, check=True) == 1  # not rendered yet
     assert leaderboard_command(board, page, check=False) == 0
     before = (tmp_path / "plots" / "recall-cvusa-test.png").read_bytes()
+    assert leaderboard_command(board, page, check=True) == 1  # broken.json is not accepted
+    (board / "broken.json").unlink()
     assert leaderboard_command(board, page, check=True) == 0
     assert leaderboard_command(board, page, check=False) == 0
     assert page.read_text() == render(board, tmp_path)[0]
@@ -151,6 +158,7 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
 def test_pareto_front_keeps_only_undominated_points() -> None:
     pts = [Point("a", 1.0, 10.0, 0), Point("b", 2.0, 5.0, 0), Point("c", 3.0, 20.0, 0)]
     assert [p.label for p in pareto_front(pts)] == ["a", "c"]
+    assert [p.label for p in pareto_front(pts, higher_is_better=False)] == ["a", "b"]
 
 
 def test_committed_leaderboard_is_what_the_committed_results_render() -> None:

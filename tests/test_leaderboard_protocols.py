@@ -14,9 +14,11 @@ TRAINED = {"epochs_completed": 1}
 
 
 def _evaluated(plugin: str, seed: int, r1: float, protocol: str, **over: Any) -> RunResult:
-    """A run that evaluated a trained run's weights under PROTOCOL (eval --weights: epochs 0)."""
+    """A run that evaluated the checkpoint of the aligned run of PLUGIN and SEED under
+    PROTOCOL (eval --weights: epochs 0, that run as its parent)."""
     config = {**_result(plugin, seed, r1).config, "epochs": 0, "protocol": protocol}
     config["protocol_seed"] = 0
+    over.setdefault("parent", _result(plugin, seed, r1).stem())
     return _result(plugin, seed, r1, protocol=protocol, config=config, **over)
 
 
@@ -54,18 +56,40 @@ def test_robustness_runs_are_columns_of_their_trained_rows(tmp_path: Path) -> No
     assert "FoV 90°" in detail and "| [saig]" in detail
 
 
-def test_weights_of_other_settings_or_seeds_keep_a_row_of_their_own(tmp_path: Path) -> None:
-    other = {**_result("safa", 0, 0.0).model_options, "heads": 4}
+def test_evaluations_of_weights_from_elsewhere_keep_a_row_of_their_own(tmp_path: Path) -> None:
     folder = _write(
         tmp_path / "results",
         _result("safa", 0, 50.0, training=TRAINED),
-        _evaluated("safa", 0, 20.0, "fov=90", model_options=other),  # not the trained model
-        _evaluated("safa", 1, 30.0, "fov=90"),  # no aligned run of seed 1
+        _evaluated("safa", 0, 20.0, "fov=90", parent=None),  # weights from elsewhere
+        _evaluated("safa", 1, 30.0, "fov=90"),  # its run (seed 1) is not in the folder
     )
     text = render(folder, tmp_path)[0]
     rows = [line for line in text.split("###")[0].splitlines() if line.startswith("| [safa]")]
-    assert len(rows) == 3
-    assert "not trained" in rows[1] and "not trained" in rows[2]  # after the aligned row
+    assert len(rows) == 2  # the trained row, and one for both evaluations (same settings)
+    fov90 = _row(text, "| method").index("R@1 FoV 90°")
+    assert "(not trained)" not in rows[0] and _row(rows[0], "|")[fov90] == "-"
+    assert "(not trained)" in rows[1] and _row(rows[1], "|")[fov90] == "25.00 ± 7.07 (2)"
+
+
+def test_an_evaluation_joins_the_row_of_its_parent_not_of_look_alikes(tmp_path: Path) -> None:
+    trained = _result("safa", 0, 50.0, training=TRAINED)
+    options = {**trained.model_options, "heads": 4}
+    other = _result("safa", 0, 40.0, training=TRAINED, model_options=options, options_tag="-o4")
+    folder = _write(
+        tmp_path / "results",
+        trained,
+        other,
+        _evaluated("safa", 0, 20.0, "fov=90", parent=other.stem()),  # looks like `trained`
+        _evaluated("safa", 0, 10.0, "fov=180", parent="gone"),  # its run is not in the folder
+    )
+    text = render(folder, tmp_path)[0]
+    headers = _row(text, "| method")
+    main = text.split("###")[0].splitlines()
+    rows = {r[2]: r for line in main if line.startswith("| [safa]") and (r := _row(line, "|"))}
+    assert set(rows) == {"epochs=0, heads=null", "epochs=1, heads=4", "epochs=1, heads=null"}
+    assert rows["epochs=1, heads=4"][headers.index("R@1 FoV 90°")] == "20.00 (1)"
+    assert rows["epochs=0, heads=null"][headers.index("R@1 FoV 180°")] == "10.00 (1)"
+    assert rows["epochs=1, heads=null"][headers.index("R@1 FoV 90°")] == "-"
 
 
 def test_a_section_with_only_robustness_runs_renders_them(tmp_path: Path) -> None:

@@ -1,39 +1,20 @@
-"""Leaderboard figures (matplotlib, Agg, PNG): recall@K curves, R@1 vs GMACs, metre accuracy."""
+"""Drawing the leaderboard's figures (matplotlib, Agg, PNG): curves with error bars or bands,
+and score-vs-cost scatters with their Pareto front."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from benchmark.io import atomic_write
+from benchmark.leaderboard.figures import Curve, Point, pareto_front
 
 # No software version or date in the file, so the same results give the same bytes.
 PNG_METADATA = {"Software": None}
 DENSE = 20  # curves with more points are drawn as a line with a band, without markers
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One leaderboard row as a line: x values, means and standard deviations (0 if one seed)."""
-
-    label: str
-    x: tuple[float, ...]
-    y: tuple[float, ...]
-    err: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Point:
-    """One leaderboard row as a point of a cost/accuracy plot."""
-
-    label: str
-    cost: float
-    score: float
-    err: float
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -65,22 +46,20 @@ def curve_plot(curves: Sequence[Curve], path: Path, title: str, xlabel: str, yla
     _save(fig, path)
 
 
-def pareto_front(points: Sequence[Point]) -> list[Point]:
-    """The points no other point beats on both cost (lower) and score (higher), cheapest first."""
-    front: list[Point] = []
-    for p in sorted(points, key=lambda p: (p.cost, -p.score, p.label)):
-        if not front or p.score > front[-1].score:
-            front.append(p)
-    return front
-
-
-def pareto_plot(points: Sequence[Point], path: Path, title: str, xlabel: str, ylabel: str) -> None:
+def pareto_plot(
+    points: Sequence[Point],
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    higher_is_better: bool = True,
+) -> None:
     """Write a score-vs-cost scatter with the Pareto front drawn as a step line to PATH."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for p in points:
         ax.errorbar([p.cost], [p.score], yerr=[p.err], marker="o", capsize=3, label=p.label)
-    front = pareto_front(points)
+    front = pareto_front(points, higher_is_better)
     if len(front) > 1:
         ax.step(
             [p.cost for p in front],

@@ -1,0 +1,151 @@
+"""Frame rows of one dataset/split -> leaderboard rows: mean, std and count of every metric
+per (method, variant, regime, settings), labelled and ranked by the declared ranking key."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.leaderboard.figures import Curve
+from benchmark.leaderboard.frame import METRIC, PROFILE
+from benchmark.specs import MetricDisplay
+
+ROW_KEYS = ["method", "variant", "regime", "settings"]
+ALIGNED = "aligned"
+UNKNOWN = "unknown-orientation"
+Stats = tuple[float, float, int]
+
+
+def stats(values: pd.Series) -> Stats:
+    """Mean, sample standard deviation and count of the numbers in VALUES."""
+    vals = pd.to_numeric(values, errors="coerce").dropna()
+    if vals.empty:
+        return math.nan, math.nan, 0
+    std = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+    return float(vals.mean()), std, len(vals)
+
+
+def first(values: pd.Series) -> Any:
+    """The first recorded value (profiles may be taken on one seed only), or None."""
+    present = values.dropna()
+    return present.iloc[0] if not present.empty else None
+
+
+def protocol_order(protocol: str) -> tuple[int, float, str]:
+    """Sort key of protocols: aligned, unknown-orientation, then fov by decreasing degrees."""
+    if protocol.startswith("fov="):
+        return 2, -float(protocol[4:]), protocol
+    return {ALIGNED: 0, UNKNOWN: 1}.get(protocol, 3), 0.0, protocol
+
+
+def displays(section: pd.DataFrame) -> list[MetricDisplay]:
+    """The metric keys the runs of SECTION declare, once each, in the order first declared."""
+    seen: dict[str, MetricDisplay] = {}
+    for declared in section.display:
+        for display in declared:
+            seen.setdefault(display.key, display)
+    return list(seen.values())
+
+
+def ranking(shown: list[MetricDisplay]) -> MetricDisplay | None:
+    """The key rows are ranked by: the first declared as such, else the first column."""
+    columns = [d for d in shown if d.column]
+    return next((d for d in shown if d.rank), columns[0] if columns else None)
+
+
+def present(frame: pd.DataFrame, shown: list[MetricDisplay]) -> list[MetricDisplay]:
+    """The displays of SHOWN that some run of FRAME has a value for."""
+    return [d for d in shown if METRIC + d.key in frame and frame[METRIC + d.key].notna().any()]
+
+
+def row_settings(section: pd.DataFrame) -> pd.Series:
+    """Each run's row: its own settings, or its parent's when it evaluated the weights of a
+    run of this section (its recorded ``parent``)."""
+    by_stem = dict(zip(section.stem, section.settings, strict=True))
+    rows = [
+        by_stem.get(parent, own) if isinstance(parent, str) else own
+        for parent, own in zip(section.parent, section.settings, strict=True)
+    ]
+    return pd.Series(rows, index=section.index, dtype=str)
+
+
+def aggregate(
+    section: pd.DataFrame, shown: list[MetricDisplay], tracks: list[str]
+) -> list[dict[str, Any]]:
+    """One row per (method, variant, regime, settings): mean/std/count of every declared
+    metric under the aligned protocol and under each robustness protocol in TRACKS."""
+    absent = pd.Series(dtype=float)
+    scalars = [d.key for d in shown if d.y is None]
+    rows = []
+    for key, g in section.groupby(ROW_KEYS, sort=True):
+        row: dict[str, Any] = dict(zip(ROW_KEYS, key, strict=True))
+        aligned = g[g.protocol == ALIGNED]
+        main = g if aligned.empty else aligned
+        row["first"] = main.iloc[0]
+        row.update({c: row["first"][c] for c in ("polar", "loss", "input")})
+        row["descriptor_dim"] = first(g.descriptor_dim)
+        row["seeds"] = len(aligned)
+        row["metrics"] = {m: stats(aligned.get(METRIC + m, absent)) for m in scalars}
+        row["curves"] = {
+            d.key: mean_curve(aligned.get(METRIC + d.key, absent), d, len(aligned))
+            for d in shown
+            if d.y is not None
+        }
+        row["profile"] = {p: stats(main[p]) for p, _, _ in PROFILE}
+        row["tracks"] = {
+            t: {m: stats(g[g.protocol == t].get(METRIC + m, absent)) for m in scalars}
+            for t in tracks
+        }
+        rows.append(row)
+    _label(rows)
+    rank = ranking(shown)
+    return sorted(rows, key=lambda row: _rank(row, tracks, rank))
+
+
+def mean_curve(values: pd.Series, display: MetricDisplay, runs: int) -> Curve | None:
+    """The RUNS' curves averaged, when every run has one on one grid."""
+    curves = [json.loads(v) for v in values if isinstance(v, str)]
+    if not curves or len(curves) != runs:
+        return None
+    grid = curves[0].get(display.x)
+    if not grid or any(c.get(display.x) != grid for c in curves):
+        return None
+    acc = np.array([c[display.y] for c in curves], dtype=float)
+    err = acc.std(axis=0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+    return Curve("", tuple(grid), tuple(acc.mean(axis=0)), tuple(err))
+
+
+def _rank(row: dict[str, Any], tracks: list[str], rank: MetricDisplay | None) -> tuple:
+    """By the aligned ranking key; rows without aligned runs after them, by the first
+    track's; best first in the key's direction."""
+    scores = []
+    if rank is not None:
+        scores = [row["metrics"][rank.key][0]]
+        scores += [row["tracks"][t][rank.key][0] for t in tracks[:1]]
+    tier = next((i for i, s in enumerate(scores) if not math.isnan(s)), len(scores))
+    sign = -1.0 if rank is None or rank.higher_is_better else 1.0
+    score = sign * scores[tier] if tier < len(scores) else 0.0
+    return (tier, score, *(row[k] for k in ROW_KEYS))
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _label(rows: list[dict[str, Any]]) -> None:
+    """Name what tells apart rows of one method/variant/regime (e.g. 'head=gap')."""
+    families: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        families.setdefault((row["method"], row["variant"], row["regime"]), []).append(row)
+    for family in families.values():
+        parsed = [json.loads(r["settings"]) for r in family]
+        keys = sorted({k for p in parsed for k in p})
+        varying = [k for k in keys if len({json.dumps(p.get(k)) for p in parsed}) > 1]
+        for row, p in zip(family, parsed, strict=True):
+            row["label"] = ", ".join(
+                f"{k.removeprefix('model.')}={_value(p.get(k))}" for k in varying
+            )

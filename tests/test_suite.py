@@ -1,0 +1,135 @@
+"""Experiment suites: the committed board's experiment as data, resumable runs, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from benchmark import results
+from benchmark.cli import main
+from benchmark.config import RunConfig
+from benchmark.registry import build_registry
+from benchmark.runner import result_path
+from benchmark.suite import Suite, config, load_suite, plan, run_suite
+from tests.conftest import TINY_WORLD
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARD = ROOT / "leaderboard"
+
+
+def test_the_committed_suite_plans_exactly_the_committed_results() -> None:
+    reg = build_registry()
+    suite = load_suite(BOARD / "suites" / "synthetic.yaml")
+    runs = {(run.method, run.user["seed"]): run for run in plan(suite, {})}
+    made = sum(1 + len(run.protocols) for run in runs.values())
+    committed = sorted((BOARD / "results").glob("*.json"))
+    assert made == len(committed) == 84
+    for path in committed:
+        recorded = results.load(path)
+        run = runs[(recorded.plugin, recorded.seed)]
+        protocol = None if recorded.protocol == "aligned" else recorded.protocol
+        cfg = config(reg, run, protocol, weights=recorded.parent is not None)
+        planned = cfg.model_dump(mode="json")
+        assert {k: planned[k] for k in recorded.config} == recorded.config, path.name
+        for key in set(planned) - set(recorded.config):  # fields added since, at their default
+            assert planned[key] == RunConfig.model_fields[key].get_default(), key
+        assert result_path(reg, cfg).name == path.name
+
+
+def _tiny_suite(tmp_path: Path) -> Suite:
+    return Suite(
+        results_dir=tmp_path / "results",
+        regime="quick",
+        seeds=[0],
+        protocols=["fov=90"],
+        settings={"device": "cpu", "epochs": 1, "batch_size": 8, "profile": False},
+        groups=[
+            {
+                "methods": ["safa", "raw-pixels"],
+                "settings": {"dataset_options": dict(TINY_WORLD)},
+            }
+        ],
+    )
+
+
+def test_a_suite_runs_its_protocol_evaluations_on_the_checkpoint_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = build_registry()
+    runs = plan(_tiny_suite(tmp_path), {})
+    assert run_suite(reg, runs, threads=None) == 0
+    folder = tmp_path / "results"
+    made = {p.name: results.load(p) for p in folder.glob("*.json")}
+    assert len(made) == 4 and all(r.status == "ok" for r in made.values())
+    safa = made["synthetic-test__safa-tiny-quick-seed0.json"]
+    evaluation = made["synthetic-test__safa-tiny-quick-seed0-fov90.json"]
+    assert evaluation.parent == "synthetic-test__safa-tiny-quick-seed0"
+    assert evaluation.config["epochs"] == 0 and evaluation.config["profile"] is False
+    weights = Path(evaluation.training["weights"])
+    assert weights.parent == Path(safa.training["checkpoint"])
+    pixels = made["synthetic-test__raw-pixels-tiny-quick-seed0-fov90.json"]
+    assert pixels.parent is None and pixels.config["epochs"] == 1  # nothing to evaluate: run
+    capsys.readouterr()
+
+    (folder / "synthetic-test__safa-tiny-quick-seed0-fov90.json").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    assert run_suite(reg, runs, threads=None) == 0
+    out = capsys.readouterr().out
+    assert out.count("done before, skipped") == 3 and out.count(": running") == 1
+    after = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    assert {k: after[k] for k in before} == before  # the results already there are untouched
+    again = results.load(folder / "synthetic-test__safa-tiny-quick-seed0-fov90.json")
+    assert again.metrics == evaluation.metrics and again.parent == evaluation.parent
+
+
+def _suite_file(tmp_path: Path, **over: Any) -> Path:
+    data: dict[str, Any] = {
+        "results_dir": str(tmp_path / "r"),
+        "regime": "quick",
+        "groups": [{"methods": ["safa"]}],
+    }
+    data.update(over)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"seed": [0]}, "seed: Extra inputs are not permitted"),
+        ({"groups": [{"methods": ["safaa"]}]}, "Unknown model 'safaa'. Did you mean 'safa'?"),
+        ({"settings": {"epoch": 3}}, "Unknown setting 'epoch'. Did you mean 'epochs'"),
+        ({"protocols": ["fov=0"]}, "a field of view is 1 to 360 degrees"),
+        ({"groups": []}, "groups: List should have at least 1 item"),
+    ],
+)
+def test_a_wrong_suite_is_one_clear_error_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], over: dict[str, Any], message: str
+) -> None:
+    assert main(["suite", str(_suite_file(tmp_path, **over))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_lists_every_result_and_whether_it_is_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = _suite_file(tmp_path, seeds=[0, 1], protocols=["unknown-orientation"])
+    (tmp_path / "r").mkdir()
+    done = results.RunResult(
+        plugin="safa", variant="tiny", regime="quick", dataset="synthetic", split="test", seed=1,
+        status="ok", config={},
+    )  # fmt: skip
+    results.write(done, tmp_path / "r")
+    assert main(["suite", str(file), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("safa seed 1 aligned: ") and lines[2].endswith("(ok)")
+    assert all(line.endswith("(to run)") for line in (lines[0], lines[1], lines[3]))
+    assert json.loads((tmp_path / "r" / done.filename()).read_text())["seed"] == 1
