@@ -101,7 +101,7 @@ def test_self_attention_switch_is_a_plain_vit_block() -> None:
 
 def test_full_config_parameter_count() -> None:
     with torch.device("meta"):
-        model = L2LTR(L2LTROptions())
+        model = L2LTR(L2LTROptions(pretrained=False))
     total = sum(p.numel() for p in model.parameters())
     assert abs(total / 1e6 - 195.9) / 195.9 < 0.01
     branches = model.branches()
@@ -112,7 +112,7 @@ def test_full_config_parameter_count() -> None:
 
 def test_nonpolar_variant_grid() -> None:
     with torch.device("meta"):
-        model = L2LTR(L2LTROptions(**SPEC.variants["nonpolar"]))
+        model = L2LTR(L2LTROptions(**SPEC.variants["nonpolar"], pretrained=False))
     assert model.aerial.grid == (16, 16) and not model.preprocess.polar
 
 
@@ -154,9 +154,9 @@ def test_pretrained_vit_file_initialises_both_layernorms(tmp_path) -> None:
     randomise(vit)
     path = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
-    model = L2LTR(
-        L2LTROptions(**TINY, ground_size=(32, 128), aerial_size=(32, 128), pretrained=str(path))
-    )
+    sizes = {"ground_size": (32, 128), "aerial_size": (32, 128)}
+    model = L2LTR(L2LTROptions(**{**TINY, **sizes, "pretrained": str(path)}))
+    assert model.initialisation.startswith("imagenet:vit.safetensors (sha256 ")
     src = vit.state_dict()
     for branch in (model.ground, model.aerial):
         block = branch.encoder.blocks[1]

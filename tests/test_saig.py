@@ -45,7 +45,7 @@ def test_smd_shape_and_index_order() -> None:
 
 def test_smd_is_sized_by_the_configured_input() -> None:
     with torch.device("meta"):
-        model = SAIG(SAIGOptions(ground_size=(320, 640), aerial_size=(320, 320)))
+        model = SAIG(SAIGOptions(ground_size=(320, 640), aerial_size=(320, 320), pretrained=False))
     assert model.ground.head.fc1.in_features == 800 and model.aerial.head.fc1.in_features == 400
     assert model.ground.head.fc1.out_features == 3200
 
@@ -68,7 +68,7 @@ def test_blocks_are_attention_only() -> None:
 
 def test_paper_block_geometry() -> None:
     with torch.device("meta"):
-        model = SAIG(SAIGOptions())
+        model = SAIG(SAIGOptions(pretrained=False))
     block = model.aerial.backbone.blocks[0]
     assert block.attn.num_heads == 12 and block.attn.head_dim == 32
     assert block.attn.qkv.weight.shape == (1152, 384)
@@ -78,10 +78,10 @@ def test_paper_block_geometry() -> None:
 
 def test_parameter_counts_and_abstract_claim() -> None:
     with torch.device("meta"):
-        deep_smd = SAIG(SAIGOptions())
-        shallow_smd = SAIG(SAIGOptions(**SPEC.variants["shallow"]))
-        deep_gap = SAIG(SAIGOptions(**SPEC.variants["gap"]))
-        l2ltr = L2LTR(L2LTROptions())
+        deep_smd = SAIG(SAIGOptions(pretrained=False))
+        shallow_smd = SAIG(SAIGOptions(**SPEC.variants["shallow"], pretrained=False))
+        deep_gap = SAIG(SAIGOptions(**SPEC.variants["gap"], pretrained=False))
+        l2ltr = L2LTR(L2LTROptions(pretrained=False))
     assert abs(params_m(deep_smd) - 32.3) / 32.3 < 0.01
     assert abs(params_m(shallow_smd) - 19.3) / 19.3 < 0.01
     assert abs(params_m(deep_smd.ground.backbone) - 15.61) < 0.01
@@ -117,7 +117,8 @@ def test_pretrained_backbone_file(tmp_path) -> None:
         model.aerial.backbone.blocks[1].attn.qkv.weight, state["blocks.1.attn.qkv.weight"]
     )
     assert model.ground.backbone.pos_embed.shape == (1, 2 * 8, 96)
-    with pytest.raises(BenchmarkError, match="not on the timm hub"):
+    assert model.initialisation.startswith("imagenet:saig.safetensors (sha256 ")
+    with pytest.raises(BenchmarkError, match="timm's hub does not hold"):
         tiny(pretrained=True)
 
 
