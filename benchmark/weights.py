@@ -120,7 +120,7 @@ def checkpoint_follows() -> Iterator[None]:
 
 
 def pretrained_state(
-    option: bool | str, need: PretrainedWeights, **timm_kwargs: object
+    option: bool | str, need: PretrainedWeights
 ) -> tuple[dict[str, Any], str] | None:
     """The state dict OPTION asks for and its source ('imagenet:...'), or None when the model
     starts from scratch or a checkpoint will replace every weight (``checkpoint_follows``).
@@ -133,9 +133,9 @@ def pretrained_state(
     if option is True:
         if need.timm is None:
             raise _not_on_hub("This model", need)
-        model = timm_pretrained(need.timm, **timm_kwargs)
-        tag = model.pretrained_cfg.get("hf_hub_id") or need.timm
-        return model.state_dict(), f"imagenet:timm:{tag}"
+        model = timm_pretrained(need.timm)
+        hub_id = model.pretrained_cfg.get("hf_hub_id")
+        return model.state_dict(), f"imagenet:{hub_id or 'timm:' + need.timm}"
     path = Path(option).expanduser()
     state = read_caffe_npy(path) if path.suffix == ".npy" else read_checkpoint(path)
     return dict(state), f"imagenet:{describe_file(path)}"

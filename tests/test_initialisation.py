@@ -3,7 +3,6 @@ input, what a result records, and how the weights enter a run's identity."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import subprocess
@@ -202,21 +201,24 @@ def test_paper_run_without_weights_stops_with_exit_2(
     assert not list((tmp_path / "results").glob("*.json"))
 
 
-def test_paper_run_on_a_caffe_npy_trains_with_bgr_input(
-    tmp_path: Path, cvusa_env: tuple[Path, dict[str, str]], vgg16_npy: Path
-) -> None:
-    root, env = cvusa_env
-    out = cli(
-        ["run", "--plugins", "safa", "--dataset", "cvusa", "--data-root", str(root)]
-        + ["--regime", "paper", "--pretrained", str(vgg16_npy), "--device", "cpu"]
-        + ["--epochs", "1", "--batch-size", "2", "--limit", "2"]
-        + ["--set", "model.ground_size=[16,64]", "--set", "model.aerial_size=[16,64]"]
-        + ["--set", "profile=false", "--results-dir", str(tmp_path / "results")],
-        env,
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(next((tmp_path / "results").glob("*.json")).read_text())
-    assert result["status"] == "ok" and result["regime"] == "paper"
+def test_paper_run_on_a_caffe_npy_trains_with_bgr_input(tmp_path: Path, vgg16_npy: Path) -> None:
+    write_cvusa(tmp_path / "CVUSA")
+    user = {
+        "dataset": "cvusa",
+        "data_root": tmp_path / "CVUSA",
+        "model": {"pretrained": str(vgg16_npy), "ground_size": [16, 64], "aerial_size": [16, 64]},
+        "device": "cpu",
+        "epochs": 1,
+        "batch_size": 2,
+        "limit": 2,
+        "profile": False,
+        "results_dir": tmp_path / "results",
+    }
+    reg = build_registry()
+    cfg = resolve(reg.model("safa"), user, quick=False)
+    preflight(reg, [cfg])  # the file is there: nothing else is needed
+    result = run_job(reg, cfg).model_dump(mode="json")
+    assert result["status"] == "ok" and result["regime"] == "paper", result["error"]
     assert result["initialisation"].startswith("imagenet:vgg16.npy (sha256 ")
     assert result["preprocessing"]["channel_order"] == "BGR"
     assert result["preprocessing"]["normalisation"].startswith("caffe: BGR")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -60,7 +61,7 @@ class AENetOptions(ModelOptions):
 
 
 def efficientnet_features(
-    name: str, weights: tuple[dict[str, torch.Tensor], str] | None = None
+    name: str, weights: tuple[Mapping[str, Any], str] | None = None
 ) -> nn.Module:
     """A timm EfficientNet without classifier or pooling, initialised from WEIGHTS (a state
     dict in timm's layout and its source, as ``pretrained_state`` returns) when given."""
@@ -99,7 +100,7 @@ class AENetBranch(nn.Module):
         self,
         opts: AENetOptions,
         size: tuple[int, int],
-        weights: tuple[dict[str, torch.Tensor], str] | None = None,
+        weights: tuple[Mapping[str, Any], str] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = efficientnet_features(opts.backbone, weights)
