@@ -50,9 +50,9 @@ CARD = ModelCard(
         "Initialisation: the official model starts from an 'init' checkpoint whose VGG16 part "
         "is 'initialised by the online model' (README), with BGR input minus (103.939, "
         "116.779, 123.6) and no std scaling (input_data.py): a Caffe-converted ImageNet VGG16 "
-        "[inference]. --pretrained vgg16.npy reproduces it (input switched to BGR with those "
-        "means); the default (pretrained=true) takes timm's vgg16.tv_in1k (torchvision) "
-        "weights with RGB input and ImageNet mean/std.",
+        "[inference]. --pretrained vgg16.npy starts from such weights (the input switched to "
+        "BGR with those means); the default (pretrained=true) takes timm's vgg16.tv_in1k "
+        "(torchvision) weights with RGB input and ImageNet mean/std.",
         "conv1-3 are not trainable in the official VGG16 (VGG.py); here they are frozen only "
         "when the model starts from pretrained weights. From scratch (--set "
         "model.pretrained=false) every layer trains and the result says 'from scratch'.",

@@ -44,8 +44,9 @@ CARD = ModelCard(
         "(103.939, 116.779, 123.6) with no std scaling (input_data_cvusa.py): a Caffe-converted "
         "ImageNet VGG16 [inference: the TF checkpoint is not readable here]. --pretrained "
         "vgg16.npy (a Caffe-converted VGG16 in the layout VIGOR's code loads) starts from such "
-        "weights and switches the input to BGR with those means. The default (pretrained=true) takes timm's "
-        "vgg16.tv_in1k (torchvision) weights with RGB input and ImageNet mean/std. "
+        "weights and switches the input to BGR with those means. The default "
+        "(pretrained=true) takes timm's vgg16.tv_in1k (torchvision) weights with RGB input "
+        "and ImageNet mean/std. "
         "--set model.pretrained=false trains from scratch (RGB/ImageNet input) and the result "
         "says 'from scratch'.",
         "The official loader resizes with OpenCV INTER_AREA (ground 224x1232 -> 112x616) and "
