@@ -82,6 +82,39 @@ def test_npy_with_anything_but_arrays_is_refused_unrun(tmp_path: Path) -> None:
         weights.read_caffe_npy(tmp_path / "plain.npy")
 
 
+class Py2Array:
+    """Pickles an array as a Python 2 numpy did: module numpy.core, the data as a str (what
+    Python 3 reads from a Python 2 pickle with encoding='latin1')."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild = np.ndarray((0,)).__reduce__()[0]
+        data = self.array.tobytes().decode("latin1")
+        return (
+            rebuild,
+            (np.ndarray, (0,), "b"),
+            (1, self.array.shape, self.array.dtype, False, data),
+        )
+
+
+def test_python2_era_npy_is_read(tmp_path: Path) -> None:
+    w = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    payload = pickle.dumps({"conv1_1": [Py2Array(w), Py2Array(np.ones(3, np.float32))]}, 2)
+    payload = payload.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert b"numpy.core.multiarray\n_reconstruct" in payload
+    path = tmp_path / "vgg16.npy"
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "|O", "fortran_order": False, "shape": ()}
+        )
+        fh.write(payload)
+    layers = weights.read_caffe_npy(path)
+    assert torch.equal(layers["conv1_1/weights"], torch.from_numpy(w))
+    assert torch.equal(layers["conv1_1/biases"], torch.ones(3))
+
+
 def test_caffe_npy_lands_in_the_trunk_in_tf_layout(vgg16_npy: Path) -> None:
     layers = np.load(vgg16_npy, allow_pickle=True).item()  # the test's own file: trusted
     loaded = vgg16_weights(str(vgg16_npy))
