@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchmark.errors import BenchmarkError
 from benchmark.specs import ModelOptions, ModelSpec
+from benchmark.weights import pretrained_identity
 
 RECIPE_KEYS = (
     "optimizer",
@@ -231,8 +232,10 @@ def options_tag(spec: ModelSpec, run: RunConfig) -> str:
         return json.loads(json.dumps(value, sort_keys=True, default=str))
 
     base = resolve(spec, {"variant": run.variant}, run.regime == "quick")
-    model = plain(base.model)
-    changed = {f"model.{k}": v for k, v in plain(run.model).items() if model.get(k) != v}
+    model, own = (model_options(spec, r).model_dump(mode="json") for r in (base, run))
+    for opts in (model, own):  # which weights file is recorded in the result, not its name
+        opts["pretrained"] = pretrained_identity(opts["pretrained"])
+    changed = {f"model.{k}": v for k, v in own.items() if model.get(k) != v}
     changed |= {
         k: v for k in METHOD_KEYS if (v := plain(getattr(run, k))) != plain(getattr(base, k))
     }

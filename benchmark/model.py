@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.specs import Preprocess
+from benchmark.weights import flat_state_dict
 
 
 class CrossViewModel(nn.Module):
@@ -15,10 +19,23 @@ class CrossViewModel(nn.Module):
     Subclasses implement ``embed_ground`` and ``embed_aerial`` and set ``preprocess``
     (the input contract the harness applies) and ``descriptor_dim``. ``forward`` returns a
     dict so methods with extra outputs (offsets, raw descriptors) fit the same loop.
+    ``initialisation`` says where the starting weights came from ('from scratch' or
+    'imagenet:<source>'); it is recorded in every result.
     """
 
     preprocess: Preprocess
     descriptor_dim: int
+    initialisation: str = "not stated by the plugin"
+
+    def adapt_checkpoint(
+        self, checkpoint: Mapping[str, Any], source: str
+    ) -> dict[str, torch.Tensor]:
+        """This model's state dict from a weights file's contents (``eval --weights``).
+
+        The default takes the harness's own layout; methods with published checkpoints
+        override it to map the official layout, naming every tensor they cannot place.
+        """
+        return flat_state_dict(checkpoint, source)
 
     def embed_ground(self, x: torch.Tensor) -> torch.Tensor:
         """Return (B, D) L2-normalised ground descriptors."""

@@ -68,6 +68,9 @@ class RunResult(BaseModel):
     seed: int
     protocol: str = "aligned"
     options_tag: str = Field("", description="'-opts<hash>' when --set model.* changed options")
+    initialisation: str = Field(
+        "", description="'from scratch', 'imagenet:<source>' or 'weights:<file>' (eval)"
+    )
     status: Literal["ok", "failed", "interrupted"]
     error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -3,6 +3,7 @@ plugin never stops the others; its result says what went wrong."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -29,7 +30,7 @@ from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
 from benchmark.specs import DatasetSpec
 from benchmark.train import train
-from benchmark.weights import load_into, read_state_dict
+from benchmark.weights import check_pretrained, checkpoint_follows, load_weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,9 +177,12 @@ def run_job(
             raise BenchmarkError(
                 "Saved descriptors are scored without training; use `eval --descriptors PATH`."
             )
-        model: CrossViewModel | None = None if descriptors is not None else spec.build(opts)
+        with checkpoint_follows() if weights is not None else contextlib.nullcontext():
+            model: CrossViewModel | None = None if descriptors is not None else spec.build(opts)
+        if model is not None:
+            result.initialisation = model.initialisation
         if weights is not None and model is not None:
-            load_into(model, read_state_dict(weights), str(weights))
+            result.initialisation = load_weights(model, weights)
             result.training["weights"] = str(weights)
             result.parent = results.producer_of(weights, cfg.results_dir)
         world = distributed.current()
@@ -304,7 +308,7 @@ def run_all(
 
     SIGINT/SIGTERM stop cleanly (see benchmark/interrupt.py): exit code 130/143.
     """
-    preflight(reg, configs)
+    preflight(reg, configs, given_weights=weights is not None or descriptors is not None)
     world = distributed.init(configs[0].device)
     try:
         with interrupt.stop_on_signals():
@@ -342,11 +346,15 @@ def record_import_failures(failures: dict[str, str], configs: list[RunConfig]) -
     return 1 if failures else 0
 
 
-def preflight(reg: Registry, configs: list[RunConfig]) -> None:
-    """Check what every job needs before any work starts: names, split, the files of a real
-    dataset (a generated one is checked when a job builds it), the results folder."""
+def preflight(reg: Registry, configs: list[RunConfig], given_weights: bool = False) -> None:
+    """Check what every job needs before any work starts: names, split, pretrained weights
+    (unless GIVEN_WEIGHTS replace them), the files of a real dataset (a generated one is
+    checked when a job builds it), the results folder."""
     datasets: set[str] = set()
     for cfg in configs:
+        if not given_weights:
+            opts = model_options(reg.model(cfg.plugin), cfg)
+            check_pretrained(cfg.plugin, opts.pretrained, opts.pretrained_weights())
         reg.loss(cfg.loss)
         for name in cfg.metrics or ():
             reg.metric(name)

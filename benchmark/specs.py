@@ -13,10 +13,14 @@ if TYPE_CHECKING:
 
     from benchmark.data.base import DatasetBundle
     from benchmark.model import CrossViewModel
+    from benchmark.weights import PretrainedWeights
 
 Size = tuple[int, int]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe VGG16 input as the TF1 codes of CVM-Net, SAFA and VIGOR feed it: BGR pixel values in
+# 0..255 minus (103.939, 116.779, 123.6) (their loaders' red mean, not Caffe's 123.68).
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.6)
 
 
 class ModelOptions(BaseModel):
@@ -30,6 +34,10 @@ class ModelOptions(BaseModel):
     pretrained: bool | str = Field(
         False, description="False, True (ImageNet through timm) or a local weights file"
     )
+
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """The weights ``pretrained`` asks for, checked before a run (None: nothing to check)."""
+        return None
 
 
 class Recipe(BaseModel):
@@ -54,7 +62,11 @@ class Recipe(BaseModel):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The input contract of a model: sizes, polar aerial or not, and pixel normalisation."""
+    """The input contract of a model: sizes, polar aerial or not, and pixel normalisation.
+
+    A pixel x in 0..255 becomes (x / 255 - mean) / std per channel, MEAN and STD given in RGB
+    order; with BGR the channels are then reversed (what Caffe-converted weights expect).
+    """
 
     ground_size: Size
     aerial_size: Size
@@ -62,6 +74,21 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     bgr: bool = False
+
+    @classmethod
+    def caffe(cls, ground_size: Size, aerial_size: Size, polar: bool) -> Preprocess:
+        """Caffe VGG input: BGR, 0..255 minus CAFFE_BGR_MEAN, no std scaling."""
+        b, g, r = CAFFE_BGR_MEAN
+        mean = (r / 255.0, g / 255.0, b / 255.0)
+        return cls(ground_size, aerial_size, polar, mean, (1 / 255.0, 1 / 255.0, 1 / 255.0), True)
+
+    def normalisation(self) -> str:
+        """The pixel normalisation in words, for result files."""
+        scale = [round(255 * m, 3) for m in self.mean]
+        if self.bgr and all(abs(s * 255 - 1) < 1e-9 for s in self.std):
+            return f"caffe: BGR, x - {scale[::-1]} (x in 0..255), no std scaling"
+        order = "BGR" if self.bgr else "RGB"
+        return f"{order}, (x / 255 - mean) / std"
 
 
 @dataclass(frozen=True)

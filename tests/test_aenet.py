@@ -24,7 +24,12 @@ from plugins.aenet.loss import (  # noqa: E402
 )
 
 ALPHA = 10.0
-TINY = {"backbone": "test_efficientnet", "ground_size": (32, 128), "aerial_size": (32, 128)}
+TINY = {
+    "backbone": "test_efficientnet",
+    "ground_size": (32, 128),
+    "aerial_size": (32, 128),
+    "pretrained": False,
+}
 
 
 def sp(x: float) -> float:
@@ -148,8 +153,8 @@ def test_ablation_variants_train_at_tiny_size(variant: str, loss: object) -> Non
 
 def test_full_config_matches_reported_size() -> None:
     with torch.device("meta"):
-        model = AENet(AENetOptions())
-        gap = AENet(AENetOptions(descriptor="gap"))
+        model = AENet(AENetOptions(pretrained=False))
+        gap = AENet(AENetOptions(descriptor="gap", pretrained=False))
     total = sum(p.numel() for p in model.parameters())
     assert abs(total / 1e6 - 40.34) / 40.34 < 0.01
     assert sum(p.numel() for p in model.ground.attention.parameters()) == 300
@@ -175,9 +180,10 @@ def test_local_weights_file_loads_into_both_backbones(tmp_path) -> None:
     source = timm.create_model("test_efficientnet", pretrained=False)  # with its classifier
     path = tmp_path / "effnet.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
-    model = AENet(AENetOptions(**TINY, pretrained=str(path)))
+    model = AENet(AENetOptions(**{**TINY, "pretrained": str(path)}))
     for branch in (model.ground, model.aerial):
         torch.testing.assert_close(branch.backbone.conv_stem.weight, source.conv_stem.weight)
+    assert model.initialisation.startswith("imagenet:effnet.safetensors (sha256 ")
 
 
 def test_quick_protocol_config_builds() -> None:

@@ -306,7 +306,11 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
         "weights-do-not-match",
         weights("other.safetensors", foreign_weights),
         1,
-        ["do not match the model", "missing keys", "2 unexpected keys: head.bias, head.weight"],
+        [
+            "do not match the model",
+            "missing keys",
+            "2 unexpected keys: head.bias (3,), head.weight (3, 3)",
+        ],
     ),
     (
         "weights-not-safetensors",

@@ -10,10 +10,13 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pydantic import ValidationError  # noqa: E402
+
 from benchmark.config import model_options, resolve  # noqa: E402
-from benchmark.errors import BenchmarkError  # noqa: E402
 from benchmark.layers import NetVLAD  # noqa: E402
 from benchmark.losses import SoftMarginTriplet  # noqa: E402
+from benchmark.specs import IMAGENET_MEAN  # noqa: E402
+from benchmark.weights import checkpoint_follows  # noqa: E402
 from plugins.cvm_net import SPEC, CVMNet, CVMNetOptions  # noqa: E402
 
 TINY = {**SPEC.variants["tiny"], "ground_size": (32, 128), "aerial_size": (64, 64)}
@@ -26,8 +29,9 @@ def count(module: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def full_cvm_net_i() -> CVMNet:
-    """CVM-Net-I at the paper's configuration, built once on the meta device."""
-    with torch.device("meta"):
+    """CVM-Net-I at the paper's configuration, built once on the meta device (the ImageNet
+    weights are not read: a checkpoint is said to follow)."""
+    with torch.device("meta"), checkpoint_follows():
         return CVMNet(CVMNetOptions())
 
 
@@ -42,7 +46,8 @@ def test_cvm_net_i_full_size_matches_computed_count(full_cvm_net_i: CVMNet) -> N
     assert branches["ground"][1] is branches["aerial"][1] is model.shared
     assert isinstance(model.ground[1], NetVLAD) and model.ground[1] is not model.aerial[1]
     pre = model.preprocess
-    assert (pre.ground_size, pre.aerial_size, pre.polar) == ((128, 512), (256, 256), False)
+    assert (pre.ground_size, pre.aerial_size, pre.polar) == ((224, 1232), (512, 512), False)
+    assert (pre.bgr, pre.mean) == (False, IMAGENET_MEAN)  # timm's torchvision VGG16
 
 
 def test_conv1_to_3_frozen_and_dropout_on_conv4_5(full_cvm_net_i: CVMNet) -> None:
@@ -54,9 +59,19 @@ def test_conv1_to_3_frozen_and_dropout_on_conv4_5(full_cvm_net_i: CVMNet) -> Non
     assert len(drops) == 6 and all(d.p == 0.2 for d in drops)
 
 
-def test_official_variant_sizes() -> None:
-    opts = CVMNetOptions(**SPEC.variants["official"])
+def test_nothing_is_frozen_when_training_from_scratch() -> None:
+    with torch.device("meta"):
+        model = CVMNet(CVMNetOptions(pretrained=False))
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.initialisation == "from scratch"
+
+
+def test_paper_sizes_are_the_official_code_and_128x512_a_variant() -> None:
+    opts = CVMNetOptions()
     assert (opts.ground_size, opts.aerial_size, opts.polar) == ((224, 1232), (512, 512), False)
+    assert opts.pretrained is True and opts.frozen_stages == 3
+    shared = CVMNetOptions(**SPEC.variants["128x512"])
+    assert (shared.ground_size, shared.aerial_size) == ((128, 512), (256, 256))
 
 
 @pytest.mark.parametrize("version", ["I", "II"])
@@ -74,7 +89,7 @@ def test_tiny_model_trains_both_versions(version: str) -> None:
 
 
 def test_cvm_net_ii_shares_transformation_and_netvlad() -> None:
-    with torch.device("meta"):
+    with torch.device("meta"), checkpoint_follows():
         model = CVMNet(CVMNetOptions(**SPEC.variants["cvm-net-ii"]))
     shared = model.shared
     assert isinstance(shared[-1], nn.Linear) and shared[-1].bias is None
@@ -85,8 +100,8 @@ def test_cvm_net_ii_shares_transformation_and_netvlad() -> None:
 
 
 def test_tiny_backbone_refuses_pretrained_weights() -> None:
-    with pytest.raises(BenchmarkError, match="no pretrained weights"):
-        CVMNet(CVMNetOptions(**TINY, pretrained=True))
+    with pytest.raises(ValidationError, match="no pretrained weights"):
+        CVMNetOptions(**{**TINY, "pretrained": True})
 
 
 def test_quick_protocol_config_builds() -> None:

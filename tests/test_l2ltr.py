@@ -101,7 +101,7 @@ def test_self_attention_switch_is_a_plain_vit_block() -> None:
 
 def test_full_config_parameter_count() -> None:
     with torch.device("meta"):
-        model = L2LTR(L2LTROptions())
+        model = L2LTR(L2LTROptions(pretrained=False))
     total = sum(p.numel() for p in model.parameters())
     assert abs(total / 1e6 - 195.9) / 195.9 < 0.01
     branches = model.branches()
@@ -112,7 +112,7 @@ def test_full_config_parameter_count() -> None:
 
 def test_nonpolar_variant_grid() -> None:
     with torch.device("meta"):
-        model = L2LTR(L2LTROptions(**SPEC.variants["nonpolar"]))
+        model = L2LTR(L2LTROptions(**SPEC.variants["nonpolar"], pretrained=False))
     assert model.aerial.grid == (16, 16) and not model.preprocess.polar
 
 
@@ -154,9 +154,9 @@ def test_pretrained_vit_file_initialises_both_layernorms(tmp_path) -> None:
     randomise(vit)
     path = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
-    model = L2LTR(
-        L2LTROptions(**TINY, ground_size=(32, 128), aerial_size=(32, 128), pretrained=str(path))
-    )
+    sizes = {"ground_size": (32, 128), "aerial_size": (32, 128)}
+    model = L2LTR(L2LTROptions(**{**TINY, **sizes, "pretrained": str(path)}))
+    assert model.initialisation.startswith("imagenet:vit.safetensors (sha256 ")
     src = vit.state_dict()
     for branch in (model.ground, model.aerial):
         block = branch.encoder.blocks[1]
@@ -184,3 +184,234 @@ def test_macs_count_the_self_cross_attention_matmuls() -> None:
     attention = 2 * n * n * c  # Q K^T and weights @ V
     assert macs == linears + attention + 3 * 5 * n * c  # three LayerNorms at 5 per element
     assert not any("attention" in op["op"] for op in uncounted)
+
+
+# The official checkpoint (train.py: {'model_grd', 'model_sat', 'optimizer'}) at a small size.
+# Key names and shapes follow models/modeling_resnet.py and models/model_crossattn.py of
+# https://github.com/yanghongji2007/cross_view_localization_L2LTR; widths scale with WIDTH.
+OFFICIAL = {
+    "stem_layers": (1, 2, 1),
+    "stem_width": 16,
+    "stem_channels": (64, 128, 256),  # width * (4, 8, 16), bottlenecks width * (1, 2, 4)
+    "stem_groups": 8,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_dim": 64,
+    "ground_size": (32, 64),
+    "aerial_size": (32, 64),
+    "pretrained": False,
+}
+
+
+def official_branch(opts: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One view's VisionTransformer state dict in the official layout, random values."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    embed, width, dim = "transformer.embeddings.", opts["stem_width"], opts["embed_dim"]
+    tokens = (opts["ground_size"][0] // 16) * (opts["ground_size"][1] // 16)
+    shapes[embed + "cls_token"] = (1, 1, dim)
+    shapes[embed + "position_embeddings"] = (1, tokens + 1, dim)
+    shapes[embed + "hybrid_model.root.conv.weight"] = (width, 3, 7, 7)
+    shapes[embed + "hybrid_model.root.gn.weight"] = (width,)
+    shapes[embed + "hybrid_model.root.gn.bias"] = (width,)
+    cin = width
+    for block, (units, factor) in enumerate(
+        zip(opts["stem_layers"], (1, 2, 4), strict=True), start=1
+    ):
+        cout, cmid = width * 4 * factor, width * factor
+        for unit in range(1, units + 1):
+            p = f"{embed}hybrid_model.body.block{block}.unit{unit}."
+            shapes[p + "conv1.weight"] = (cmid, cin, 1, 1)
+            shapes[p + "conv2.weight"] = (cmid, cmid, 3, 3)
+            shapes[p + "conv3.weight"] = (cout, cmid, 1, 1)
+            for gn, c in (("gn1", cmid), ("gn2", cmid), ("gn3", cout)):
+                shapes[p + gn + ".weight"] = shapes[p + gn + ".bias"] = (c,)
+            if unit == 1:
+                shapes[p + "downsample.weight"] = (cout, cin, 1, 1)
+                shapes[p + "gn_proj.weight"] = shapes[p + "gn_proj.bias"] = (cout,)
+            cin = cout
+    shapes[embed + "patch_embeddings.weight"] = (dim, width * 16, 1, 1)
+    shapes[embed + "patch_embeddings.bias"] = (dim,)
+    for i in range(opts["depth"]):
+        p = f"transformer.encoder.layer.{i}."
+        for norm in ("attention_norm_1", "attention_norm_2", "ffn_norm"):
+            shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = (dim,)
+        shapes[p + "ffn.fc1.weight"], shapes[p + "ffn.fc1.bias"] = (
+            (opts["mlp_dim"], dim),
+            (opts["mlp_dim"],),
+        )
+        shapes[p + "ffn.fc2.weight"], shapes[p + "ffn.fc2.bias"] = (dim, opts["mlp_dim"]), (dim,)
+        for name in ("query", "key", "value", "out"):
+            shapes[p + f"attn.{name}.weight"], shapes[p + f"attn.{name}.bias"] = (dim, dim), (dim,)
+    shapes["transformer.encoder.encoder_norm.weight"] = (dim,)
+    shapes["transformer.encoder.encoder_norm.bias"] = (dim,)
+    return {k: torch.randn(s, generator=generator) for k, s in shapes.items()}
+
+
+def official_checkpoint() -> dict:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "model_grd": official_branch(OFFICIAL, generator),
+        "model_sat": official_branch(OFFICIAL, generator),
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
+    }
+
+
+def test_official_checkpoint_places_every_tensor(tmp_path) -> None:
+    from benchmark.weights import load_weights
+
+    checkpoint = official_checkpoint()
+    path = tmp_path / "model_checkpoint.pth"
+    torch.save(checkpoint, path)
+    model = L2LTR(L2LTROptions(**OFFICIAL))
+    assert load_weights(model, path).startswith("weights:model_checkpoint.pth (sha256 ")
+    g, a = checkpoint["model_grd"], checkpoint["model_sat"]
+    e = "transformer.embeddings."
+    unit = e + "hybrid_model.body.block2.unit2."  # 1-based official -> 0-based timm
+    pairs = [
+        (model.ground.cls_token, g[e + "cls_token"]),
+        (model.aerial.pos_embed, a[e + "position_embeddings"]),
+        (model.ground.proj.weight, g[e + "patch_embeddings.weight"]),
+        (model.ground.backbone.stem.conv.weight, g[e + "hybrid_model.root.conv.weight"]),
+        (model.ground.backbone.stem.norm.bias, g[e + "hybrid_model.root.gn.bias"]),
+        (model.ground.backbone.stages[1].blocks[1].norm3.weight, g[unit + "gn3.weight"]),
+        (model.ground.backbone.stages[1].blocks[1].conv2.weight, g[unit + "conv2.weight"]),
+        (
+            model.aerial.backbone.stages[0].blocks[0].downsample.conv.weight,
+            a[e + "hybrid_model.body.block1.unit1.downsample.weight"],
+        ),
+        (
+            model.aerial.backbone.stages[2].blocks[0].downsample.norm.bias,
+            a[e + "hybrid_model.body.block3.unit1.gn_proj.bias"],
+        ),
+        (
+            model.ground.encoder.blocks[1].norm1.weight,
+            g["transformer.encoder.layer.1.attention_norm_1.weight"],
+        ),
+        (
+            model.ground.encoder.blocks[1].norm_key.bias,
+            g["transformer.encoder.layer.1.attention_norm_2.bias"],
+        ),
+        (
+            model.ground.encoder.blocks[0].norm2.weight,
+            g["transformer.encoder.layer.0.ffn_norm.weight"],
+        ),
+        (
+            model.aerial.encoder.blocks[0].mlp.fc2.bias,
+            a["transformer.encoder.layer.0.ffn.fc2.bias"],
+        ),
+        (
+            model.ground.encoder.blocks[1].attn.k.weight,
+            g["transformer.encoder.layer.1.attn.key.weight"],
+        ),
+        (
+            model.ground.encoder.blocks[0].attn.proj.bias,
+            g["transformer.encoder.layer.0.attn.out.bias"],
+        ),
+        (model.aerial.encoder.norm.weight, a["transformer.encoder.encoder_norm.weight"]),
+    ]
+    for ours, official in pairs:
+        assert torch.equal(ours, official)
+    # a bijection: every model tensor is exactly one official tensor (random values differ)
+    sources = {id(t): t for view in ("model_grd", "model_sat") for t in checkpoint[view].values()}
+    used = []
+    for name, tensor in model.state_dict().items():
+        match = [
+            k for k, t in sources.items() if t.shape == tensor.shape and torch.equal(t, tensor)
+        ]
+        assert len(match) == 1, name
+        used += match
+    assert sorted(used) == sorted(sources)
+
+
+def test_each_official_tensor_changes_the_descriptors() -> None:
+    checkpoint = official_checkpoint()
+    model = L2LTR(L2LTROptions(**OFFICIAL)).eval()
+    images = torch.randn(2, 3, 32, 64)
+    embed = {"model_grd": model.embed_ground, "model_sat": model.embed_aerial}
+
+    def descriptor(ckpt: dict, view: str) -> torch.Tensor:
+        model.load_state_dict(model.adapt_checkpoint(ckpt, "official"))
+        with torch.no_grad():
+            return embed[view](images)
+
+    # a shift shared by every key (key bias, key-LayerNorm bias) adds the same q . c to all
+    # of a query's scores and leaves the softmax unchanged: those land (above) but cannot show
+    invariant = ("attn.key.bias", "attention_norm_2.bias")
+    for view in ("model_grd", "model_sat"):
+        base = descriptor(checkpoint, view)
+        for key, value in checkpoint[view].items():
+            if key.endswith(invariant):
+                continue
+            changed = {
+                **checkpoint,
+                view: {**checkpoint[view], key: value + torch.randn_like(value)},
+            }
+            # an unchanged model gives bitwise equal descriptors; a used tensor moves them
+            assert (descriptor(changed, view) - base).abs().max() > 1e-6, f"{view}.{key}"
+
+
+def test_official_checkpoint_errors_name_keys_and_shapes(tmp_path) -> None:
+    from benchmark.weights import load_weights
+
+    model = L2LTR(L2LTROptions(**OFFICIAL))
+    extra = official_checkpoint()
+    extra["model_grd"]["transformer.encoder.extra.weight"] = torch.zeros(3, 5)
+    torch.save(extra, tmp_path / "extra.pth")
+    with pytest.raises(BenchmarkError, match=r"transformer\.encoder\.extra\.weight \(3, 5\)"):
+        load_weights(model, tmp_path / "extra.pth")
+    short = official_checkpoint()
+    del short["model_sat"]["transformer.encoder.layer.1.ffn.fc1.bias"]
+    torch.save(short, tmp_path / "short.pth")
+    with pytest.raises(
+        BenchmarkError, match=r"missing keys: aerial\.encoder\.blocks\.1\.mlp\.fc1\.bias"
+    ):
+        load_weights(model, tmp_path / "short.pth")
+
+
+def test_projection_shortcut_norm_is_one_group_per_channel() -> None:
+    stem = r50_stem(L2LTROptions(pretrained=False))
+    norm = stem.stages[1].blocks[0].downsample.norm
+    assert (norm.num_groups, norm.num_channels, norm.eps) == (512, 512, 1e-5)
+    assert (stem.stages[1].blocks[0].norm1.num_groups, stem.stages[1].blocks[0].norm1.eps) == (
+        32,
+        1e-6,
+    )
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 512, 3, 5)
+    expected = F.group_norm(x, 512, norm.weight, norm.bias, eps=1e-5)  # nn.GroupNorm(C, C)
+    torch.testing.assert_close(norm(x), expected)
+
+
+def test_position_grid_resize_is_the_codes_first_order_zoom() -> None:
+    from scipy import ndimage
+
+    from plugins.l2ltr.pretrained import branch_state
+
+    torch.manual_seed(0)
+    pos = torch.randn(1, 1 + 14 * 14, 8)
+    state = branch_state({"pos_embed": pos}, (8, 32), self_cross=True)
+    zoomed = ndimage.zoom(pos[0, 1:].reshape(14, 14, 8).numpy(), (8 / 14, 32 / 14, 1), order=1)
+    torch.testing.assert_close(state["pos_embed"][0, 1:], torch.from_numpy(zoomed).reshape(-1, 8))
+    torch.testing.assert_close(state["pos_embed"][0, 0], pos[0, 0])
+
+
+def test_evaluating_an_official_checkpoint_needs_no_imagenet_weights(
+    tmp_path, tiny_run: dict
+) -> None:
+    from benchmark.config import resolve
+    from benchmark.registry import build_registry
+    from benchmark.runner import preflight, run_job
+
+    torch.save(official_checkpoint(), tmp_path / "model_checkpoint.pth")
+    reg = build_registry()
+    sizes = {k: v for k, v in OFFICIAL.items() if k != "pretrained"}  # paper: pretrained=true
+    user = {**tiny_run, "epochs": 0, "model": sizes}
+    cfg = resolve(reg.model("l2ltr"), user, quick=False)
+    preflight(reg, [cfg], given_weights=True)
+    result = run_job(reg, cfg, weights=tmp_path / "model_checkpoint.pth")
+    assert result.status == "ok", result.error
+    assert result.initialisation.startswith("weights:model_checkpoint.pth (sha256 ")
+    assert result.model_options["pretrained"] is True

@@ -79,16 +79,16 @@ def test_einsum_macs(equation: str, shapes: list[tuple[int, ...]], expected: int
 
 
 def test_safa_paper_parameters_on_meta_device() -> None:
-    shared = count_parameters(SAFA_SPEC, SAFA_SPEC.options())  # 128x512: P = 4 x 16 = 64
+    shared = count_parameters(SAFA_SPEC, SAFA_SPEC.variants["128x512"])  # P = 4 x 16 = 64
     heads_64 = 8 * (64 * 32 + 32 + 32 * 64 + 64)
     assert heads_64 == 33_536
     assert shared["params_m"] * 1e6 == pytest.approx(2 * (VGG16_CONV_PARAMS + heads_64), abs=0.5)
     assert shared["params_ground_m"] == shared["params_aerial_m"] == shared["params_m"] / 2
     assert shared["descriptor_dim"] == 4096
-    official = count_parameters(SAFA_SPEC, SAFA_SPEC.variants["official"])  # 112x616: P = 80
+    official = count_parameters(SAFA_SPEC, SAFA_SPEC.options())  # paper = 112x616: P = 80
     assert official["params_m"] * 1e6 == pytest.approx(2 * (VGG16_CONV_PARAMS + 52_160), abs=0.5)
     assert official["params_m"] == pytest.approx(29.53, abs=0.005)
-    assert shared["params_m"] == pytest.approx(SAFA_SPEC.card.reported_cost["params_m"], rel=0.01)
+    assert official["params_m"] == pytest.approx(SAFA_SPEC.card.reported_cost["params_m"], rel=0.01)
 
 
 class SharedHead(CrossViewModel):
@@ -163,10 +163,10 @@ def test_profile_json_schema_of_tiny_safa(capsys, monkeypatch) -> None:
         assert isinstance(row[key], float) and row[key] >= 0, key
     assert row["params_m"] == pytest.approx(row["params_ground_m"] + row["params_aerial_m"])
     assert row["gflops"] == pytest.approx(2 * row["gmacs"], abs=1e-3)
-    assert row["gmacs"] > 1.0  # a 128x512 pair through the tiny VGG
+    assert row["gmacs"] > 1.0  # a 112x616 pair (the paper sizes) through the tiny VGG
     assert row["flop_counter"].startswith("fvcore ")
     assert all(set(u) == {"op", "count"} and u["count"] > 0 for u in row["uncounted_ops"])
-    assert row["input_ground"] == [128, 512] and row["input_aerial"] == [128, 512]
+    assert row["input_ground"] == [112, 616] and row["input_aerial"] == [112, 616]
     assert row["descriptor_dim"] == 8 * 128  # 8 SAFA heads x the tiny trunk's 128 channels
     assert row["batch_size"] == 2 and row["precision"] == "float32"
     assert row["device"].startswith("cpu")
@@ -180,7 +180,7 @@ def _cells(line: str) -> list[str]:
 def test_table_shows_reported_beside_measured() -> None:
     row = {
         "plugin": "safa",
-        "variant": "official",
+        "variant": "paper",
         "params_m": 29.533696,
         "gmacs": 42.25,
         "gflops": 84.5,
@@ -202,9 +202,9 @@ def test_table_shows_reported_beside_measured() -> None:
     assert (cells["params M"], cells["paper M"]) == ("29.53", "29.50")
     assert cells["GMACs"] == "42.25" and cells["paper G (unit, input)"].startswith("42.24 (MACs")
     assert cells["Δ compute"] == "+0.0%"  # the paper's MACs compared with our GMACs, same config
-    paper = render_profile_table([{**row, "variant": "paper", "gmacs": 40.1}])
-    paper_cells = dict(zip(_cells(head), _cells(paper.splitlines()[2]), strict=True))
-    assert paper_cells["Δ compute"] == "-"  # not the configuration the paper measured
+    shared = render_profile_table([{**row, "variant": "128x512", "gmacs": 40.1}])
+    shared_cells = dict(zip(_cells(head), _cells(shared.splitlines()[2]), strict=True))
+    assert shared_cells["Δ compute"] == "-"  # not the configuration the paper measured
     assert "max_pool2d x10" in table
     other = render_profile_table([{**row, "variant": "tiny"}]).splitlines()[2]
     assert dict(zip(_cells(head), _cells(other), strict=True))["Δ compute"] == "-"

@@ -18,7 +18,13 @@ from plugins.safa import SpatialAwareAggregation
 from plugins.vigor import SPEC, Vigor, VigorOptions
 from plugins.vigor.losses import IouSemiLoss, OffsetLoss, VigorHybridLoss, square_iou
 
-TINY = {"backbone": "tiny", "offset_hidden": 16, "ground_size": (32, 64), "aerial_size": (32, 32)}
+TINY = {
+    "backbone": "tiny",
+    "offset_hidden": 16,
+    "ground_size": (32, 64),
+    "aerial_size": (32, 32),
+    "pretrained": False,
+}
 
 
 def overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
@@ -114,7 +120,7 @@ def test_registered_model_and_losses() -> None:
 
 def test_paper_config_size_and_structure_on_meta() -> None:
     with torch.device("meta"):
-        model = Vigor(VigorOptions())
+        model = Vigor(VigorOptions(pretrained=False))
     total = sum(p.numel() for p in model.parameters())
     assert total / 1e6 == pytest.approx(34.0, abs=0.05)  # METHODS.md: ~34.0 M
     assert sum(p.numel() for p in model.offset.parameters()) == 8192 * 512 + 512 + 512 * 2 + 2

@@ -122,6 +122,7 @@ class InputPipeline:
             "mean": list(self.pre.mean),
             "std": list(self.pre.std),
             "channel_order": "BGR" if self.pre.bgr else "RGB",
+            "normalisation": self.pre.normalisation(),
             "resize": RESIZE,
             "polar_sampling": "prepared polarmap/ images, resized"
             if self.geometry.aerial_polar

@@ -66,6 +66,11 @@ CARD = ModelCard(
         "the aerial direction).",
         "Normalisation is not stated [inference]: the backbone's own timm statistics "
         "(mean = std = 0.5 for tf_efficientnetv2_s).",
+        "Initialisation: the paper says ImageNet-pretrained without naming the weights; the "
+        "paper configuration takes timm's default tf_efficientnetv2_s weights "
+        "(in21k_ft_in1k: ImageNet-21k pretrained, ImageNet-1k fine-tuned) [inference], from the "
+        "hub or a local safetensors (--pretrained FILE). --set model.pretrained=false trains "
+        "from scratch and the result says so.",
         "Epochs, schedule and augmentation are not stated [inference]: constant lr, no "
         "augmentation, 100 epochs.",
         "BAM and CBAM follow their papers (r = 16; BAM dilation 4) placed after the backbone, "
@@ -96,7 +101,7 @@ SPEC = ModelSpec(
         "bam": {"attention": "bam"},
         "cbam": {"attention": "cbam"},
         "gap": {"descriptor": "gap"},
-        "tiny": {"backbone": "test_efficientnet"},
+        "tiny": {"backbone": "test_efficientnet", "pretrained": False},
     },
     quick={"model": {"ground_size": (32, 128), "aerial_size": (32, 128)}},
 )

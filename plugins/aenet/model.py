@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -13,7 +14,13 @@ from benchmark.errors import BenchmarkError
 from benchmark.layers import BAM, CBAM, TripletAttention
 from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess, Size
-from benchmark.weights import load_into, read_state_dict, timm_pretrained
+from benchmark.weights import (
+    FROM_SCRATCH,
+    PretrainedWeights,
+    flat_state_dict,
+    load_into,
+    pretrained_state,
+)
 
 Attention = Literal["triplet", "bam", "cbam", "none"]
 
@@ -23,6 +30,9 @@ class AENetOptions(ModelOptions):
 
     ground_size: Size = Field((128, 512), description="ground panorama (height, width)")
     aerial_size: Size = Field((128, 512), description="polar aerial (height, width)")
+    pretrained: bool | str = Field(
+        True, description="ImageNet weights: True (timm's hub), a timm-layout file, or False"
+    )
     backbone: str = Field("tf_efficientnetv2_s", description="timm EfficientNet(V2) name")
     attention: Attention = Field("triplet", description="after each backbone (paper ablation)")
     descriptor: Literal["flatten", "gap"] = Field(
@@ -40,18 +50,27 @@ class AENetOptions(ModelOptions):
             )
         return name
 
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """timm's ImageNet weights of the backbone."""
+        return PretrainedWeights(
+            name=f"ImageNet weights of timm's {self.backbone}",
+            timm=self.backbone,
+            files=f"a safetensors of timm's {self.backbone}",
+            url=f"https://huggingface.co/timm (model {self.backbone})",
+        )
 
-def efficientnet_features(name: str, pretrained: bool | str) -> nn.Module:
-    """A timm EfficientNet without classifier or pooling; weights from timm or a local file."""
+
+def efficientnet_features(
+    name: str, weights: tuple[Mapping[str, Any], str] | None = None
+) -> nn.Module:
+    """A timm EfficientNet without classifier or pooling, initialised from WEIGHTS (a state
+    dict in timm's layout and its source, as ``pretrained_state`` returns) when given."""
     import timm
 
-    if pretrained is True:
-        return timm_pretrained(name, num_classes=0, global_pool="")
     net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-    if pretrained:
-        state = read_state_dict(pretrained)
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        load_into(net, state, str(pretrained))
+    if weights is not None:
+        state, source = flat_state_dict(weights[0], weights[1]), weights[1]
+        load_into(net, {k: v for k, v in state.items() if not k.startswith("classifier.")}, source)
     return net
 
 
@@ -77,9 +96,14 @@ def attention_layer(kind: str, channels: int) -> nn.Module:
 class AENetBranch(nn.Module):
     """One view: backbone features (B, 1280, H/32, W/32) -> attention -> raw descriptor."""
 
-    def __init__(self, opts: AENetOptions, size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        opts: AENetOptions,
+        size: tuple[int, int],
+        weights: tuple[Mapping[str, Any], str] | None = None,
+    ) -> None:
         super().__init__()
-        self.backbone = efficientnet_features(opts.backbone, opts.pretrained)
+        self.backbone = efficientnet_features(opts.backbone, weights)
         channels = int(self.backbone.num_features)
         self.attention = attention_layer(opts.attention, channels)
         self.flatten = opts.descriptor == "flatten"
@@ -97,8 +121,10 @@ class AENet(TwoBranchModel):
 
     def __init__(self, opts: AENetOptions) -> None:
         super().__init__()
-        self.ground = AENetBranch(opts, opts.ground_size)
-        self.aerial = AENetBranch(opts, opts.aerial_size)
+        weights = pretrained_state(opts.pretrained, opts.pretrained_weights())  # read once
+        self.ground = AENetBranch(opts, opts.ground_size, weights)
+        self.aerial = AENetBranch(opts, opts.aerial_size, weights)
+        self.initialisation = weights[1] if weights else FROM_SCRATCH
         if self.ground.output_dim != self.aerial.output_dim:
             raise BenchmarkError(
                 f"AENet's flattened descriptors differ in length (ground "

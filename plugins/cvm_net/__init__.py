@@ -19,10 +19,9 @@ CARD = ModelCard(
         "per view, a NetVLAD with 64 clusters per view (32,768-d), one shared FC "
         "32,768 -> 4,096, L2-normalised 4,096-d descriptor; no polar transform; weighted "
         "soft-margin triplet loss (alpha 10) over all in-batch negatives. CVM-Net-II (variant "
-        "'cvm-net-ii') shares a transformation net and one NetVLAD instead. Official inputs: "
-        "224x1232 ground, 512x512 aerial (variant 'official'); the harness default is the "
-        "shared 128x512 ground with the aerial tile resized to 256x256 (the non-polar size "
-        "used by SAFA's ablation)."
+        "'cvm-net-ii') shares a transformation net and one NetVLAD instead. Paper "
+        "configuration = the official code's inputs: 224x1232 ground panoramas, aerial tiles "
+        "resized to 512x512."
     ),
     reported={
         "cvusa": {"R@1": 22.53, "R@5": 50.01, "R@10": 63.19, "R@1%": 93.52},
@@ -43,14 +42,20 @@ CARD = ModelCard(
         "Reported R@k are re-measurements by later work, cited in the AENet paper (Tables 3-4). "
         "The CVM-Net paper itself gives only CVUSA R@1% 91.4 (CVM-Net-II: 87.2); Liu & Li "
         "(CVPR 2019) re-measured CVUSA 18.80 / 44.42 / 57.47 / 91.54.",
-        "Default inputs are the harness's shared 128x512 ground and a 256x256 non-polar aerial "
-        "tile (our choice; the paper's 224x1232 / 512x512 are the 'official' variant). The "
-        "paper's random crop and 90-degree rotation of the aerial image are not applied.",
-        "Preprocessing: the paper uses Caffe VGG16 weights with BGR input and Caffe mean "
-        "subtraction; timm's vgg16 weights are torchvision's, so inputs here are RGB with "
-        "ImageNet mean/std.",
-        "conv1-3 are frozen even when training from scratch (pretrained=false), as the "
-        "option frozen_stages=3 says; set model.frozen_stages=0 to train them.",
+        "Paper configuration = the official code (https://github.com/david-husx/"
+        "crossview_localisation, src/CVM-Net/input_data.py): ground panoramas at their stored "
+        "224x1232, aerial tiles resized to 512x512. Variant '128x512' is the former default "
+        "here: 128x512 ground and a 256x256 aerial tile (the non-polar size of SAFA's ablation).",
+        "The paper's random crop and 90-degree rotation of the aerial image are not applied.",
+        "Initialisation: the official model starts from an 'init' checkpoint whose VGG16 part "
+        "is 'initialised by the online model' (README), with BGR input minus (103.939, "
+        "116.779, 123.6) and no std scaling (input_data.py): a Caffe-converted ImageNet VGG16 "
+        "[inference]. --pretrained vgg16.npy starts from such weights (the input switched to "
+        "BGR with those means); the default (pretrained=true) takes timm's vgg16.tv_in1k "
+        "(torchvision) weights with RGB input and ImageNet mean/std.",
+        "conv1-3 are not trainable in the official VGG16 (VGG.py); here they are frozen only "
+        "when the model starts from pretrained weights. From scratch (--set "
+        "model.pretrained=false) every layer trains and the result says 'from scratch'.",
         "CVM-Net-II: padding of the shared 3x3 conv is 'same' [inference]; its 4,096-d "
         "projection is L2-normalised here (the official code leaves it unnormalised although "
         "the loss assumes unit vectors).",
@@ -70,9 +75,15 @@ SPEC = ModelSpec(
     card=CARD,
     variants={
         "paper": {},
-        "official": {"ground_size": (224, 1232), "aerial_size": (512, 512)},
+        "128x512": {"ground_size": (128, 512), "aerial_size": (256, 256)},
         "cvm-net-ii": {"version": "II"},
-        "tiny": {"backbone": "tiny", "clusters": 16, "fc_dim": 512, "frozen_stages": 0},
+        "tiny": {
+            "backbone": "tiny",
+            "clusters": 16,
+            "fc_dim": 512,
+            "frozen_stages": 0,
+            "pretrained": False,
+        },
     },
     quick={"model": {"ground_size": (32, 128), "aerial_size": (64, 64)}},
 )

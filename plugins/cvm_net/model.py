@@ -3,52 +3,68 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
-from benchmark.backbones import VGG16_CFG, vgg_trunk
-from benchmark.errors import BenchmarkError
+from benchmark.backbones import VGG16_CFG, VGG16_WEIGHTS, vgg16_weights, vgg_preprocess, vgg_trunk
 from benchmark.layers import NetVLAD
 from benchmark.model import CrossViewModel, l2n
-from benchmark.specs import IMAGENET_MEAN, IMAGENET_STD, ModelOptions, Preprocess, Size
+from benchmark.specs import ModelOptions, Size
+from benchmark.weights import FROM_SCRATCH, PretrainedWeights
 
 # Four narrow stages with BatchNorm, for training from scratch on a CPU.
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, "M", 128, 128)
 
 
 class CVMNetOptions(ModelOptions):
-    """CVM-Net options; defaults are CVM-Net-I at the harness's shared input size."""
+    """CVM-Net options; defaults are CVM-Net-I as the official code runs it (224x1232 ground,
+    512x512 aerial, ImageNet VGG16 with conv1-3 frozen)."""
 
-    ground_size: Size = Field((128, 512), description="ground panorama (height, width)")
-    aerial_size: Size = Field((256, 256), description="aerial tile (height, width), resized")
+    ground_size: Size = Field((224, 1232), description="ground panorama (height, width)")
+    aerial_size: Size = Field((512, 512), description="aerial tile (height, width), resized")
     polar: bool = Field(False, description="CVM-Net predates the polar transform")
+    pretrained: bool | str = Field(
+        True, description="ImageNet VGG16: True (timm), a vgg16.npy or a timm-layout file; False"
+    )
     version: Literal["I", "II"] = Field("I", description="I = NetVLAD per view; II = shared")
     backbone: Literal["vgg16", "tiny"] = Field("vgg16", description="tiny = 4-stage VGG+BN")
     clusters: int = Field(64, ge=1, le=1024, description="NetVLAD clusters K")
     fc_dim: int = Field(4096, ge=1, le=65_536, description="descriptor length after the FC")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="after conv4_x/conv5_x ReLUs")
-    frozen_stages: int = Field(3, ge=0, le=5, description="VGG stages frozen (paper: conv1-3)")
+    frozen_stages: int = Field(
+        3, ge=0, le=5, description="VGG stages frozen on pretrained weights (paper: conv1-3)"
+    )
+
+    @model_validator(mode="after")
+    def _tiny_from_scratch(self) -> Self:
+        if self.backbone == "tiny" and self.pretrained:
+            raise ValueError(
+                "the tiny backbone has no pretrained weights; set model.pretrained=false"
+            )
+        return self
+
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """ImageNet VGG16 for the vgg16 backbone."""
+        return VGG16_WEIGHTS if self.backbone == "vgg16" else None
 
 
-def _trunk(opts: CVMNetOptions) -> tuple[nn.Sequential, int]:
-    """One view's VGG trunk (conv1_1..conv5_3 or the tiny cfg) and its output channels."""
+def _trunk(
+    opts: CVMNetOptions, weights: tuple[dict[str, torch.Tensor], str] | None
+) -> tuple[nn.Sequential, int]:
+    """One view's VGG trunk (conv1_1..conv5_3 or the tiny cfg) and its output channels.
+    Stages are frozen only when the trunk starts from pretrained weights."""
     tiny = opts.backbone == "tiny"
-    if tiny and opts.pretrained:
-        raise BenchmarkError(
-            "CVM-Net's tiny backbone has no pretrained weights; use --set model.pretrained=false "
-            "or the vgg16 backbone (variant 'paper')."
-        )
     cfg = TINY_CFG if tiny else VGG16_CFG
     trunk = vgg_trunk(
         cfg,
-        pretrained=opts.pretrained,
+        weights=weights,
         batch_norm=tiny,
         dropout=opts.dropout,
         dropout_from=3 if tiny else 4,
-        freeze_until=opts.frozen_stages + 1,
+        freeze_until=opts.frozen_stages + 1 if opts.pretrained else 0,
     )
     channels = int([c for c in cfg if c != "M"][-1])
     return trunk, channels
@@ -82,8 +98,10 @@ class CVMNet(CrossViewModel):
 
     def __init__(self, opts: CVMNetOptions) -> None:
         super().__init__()
-        ground_trunk, channels = _trunk(opts)
-        aerial_trunk, _ = _trunk(opts)
+        weights = vgg16_weights(opts.pretrained)  # read once, copied into both trunks
+        ground_trunk, channels = _trunk(opts, weights)
+        aerial_trunk, _ = _trunk(opts, weights)
+        self.initialisation = weights[1] if weights else FROM_SCRATCH
         if opts.version == "I":
             self.ground = nn.Sequential(ground_trunk, NetVLAD(channels, opts.clusters))
             self.aerial = nn.Sequential(aerial_trunk, NetVLAD(channels, opts.clusters))
@@ -100,10 +118,9 @@ class CVMNet(CrossViewModel):
                 projection,
             )
         self.descriptor_dim = opts.fc_dim
-        # timm's VGG16 weights are torchvision's: RGB with ImageNet mean/std (the paper's Caffe
-        # weights used BGR and Caffe means; see the card).
-        self.preprocess = Preprocess(
-            opts.ground_size, opts.aerial_size, opts.polar, IMAGENET_MEAN, IMAGENET_STD
+        # a Caffe vgg16.npy takes BGR with Caffe means; timm's (torchvision) VGG16 RGB/ImageNet
+        self.preprocess = vgg_preprocess(
+            opts.ground_size, opts.aerial_size, opts.polar, opts.pretrained
         )
 
     def embed_ground(self, x: torch.Tensor) -> torch.Tensor:

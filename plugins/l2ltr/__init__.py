@@ -52,15 +52,25 @@ CARD = ModelCard(
         "27.2 without them, as METHODS.md's timm count). Whether the 44 are MACs or FLOPs "
         "is not stated; they are taken as MACs like most papers' 'GFLOPs' [inference]. The "
         "gap is unexplained (different counters or stem), so the paper's figure is quoted.",
-        "Stem built from timm's ResNetV2 as in vit_base_r50_s16_*; padding is symmetric "
-        "(7x7 pad 3, max-pool pad 1) and StdConv eps 1e-5 as in L2LTR's code. timm's "
-        "projection-shortcut GroupNorm uses 32 groups where L2LTR's code uses one group per "
-        "channel (same parameter count).",
-        "Pretrained (model.pretrained=true) loads timm's vit_base_r50_s16_224.orig_in21k "
-        "(Google's ImageNet-21k R50+ViT-B_16); both LayerNorms of a block start from its "
-        "pre-attention LayerNorm; the 14x14 position grid is resized bilinearly "
-        "(corner-aligned, the code's first-order spline zoom). A local file in timm's key "
-        "layout works too.",
+        "Stem built from timm's ResNetV2 with the details of L2LTR's code "
+        "(https://github.com/yanghongji2007/cross_view_localization_L2LTR, "
+        "models/modeling_resnet.py): symmetric padding (7x7 pad 3, max-pool pad 1), StdConv "
+        "eps 1e-5, GroupNorm(32) eps 1e-6, and GroupNorm(C, C) eps 1e-5 on the projection "
+        "shortcut (timm's own default there is 32 groups, eps 1e-6).",
+        "Initialisation: the paper configuration starts both views from Google's ImageNet-21k "
+        "R50+ViT-B_16 (train.py): timm's vit_base_r50_s16_224.orig_in21k, the same weights "
+        "converted, from the hub or as its model.safetensors with --pretrained FILE (Google's "
+        ".npz is not read). Both LayerNorms of a block start from its pre-attention "
+        "LayerNorm; the 14x14 position grid is resized bilinearly, corner-aligned (the code's "
+        "first-order scipy zoom). From scratch (--set model.pretrained=false) the encoder's "
+        "linear layers start from trunc-normal(0.02) where the code uses its own inits; the "
+        "result says 'from scratch'.",
+        "Published models: `eval --plugins l2ltr --weights model_checkpoint.pth` reads the "
+        "README's trained CVUSA/CVACT models as train.py saves them ({'model_grd', "
+        "'model_sat'}), mapping every tensor. The README's numbers equal the paper's "
+        "Polar-L2LTR row, so evaluate them with the paper (polar) variant [inference: the "
+        "README does not say]; the aerial position embedding has 256 entries for both 128x512 "
+        "polar and 256x256 non-polar inputs, so either variant accepts the file.",
         "Recipe: AdamW eps 1e-6 as in the code, "
         "222,000 steps = 200 epochs on CVUSA, best checkpoint by R@1; optional AMP.",
         "The tiny variant (quick protocol) is a 3-unit narrow stem and 4 narrow self-cross "
@@ -97,6 +107,7 @@ SPEC = ModelSpec(
             "depth": 4,
             "num_heads": 4,
             "mlp_dim": 256,
+            "pretrained": False,
         },
     },
     quick={"model": {"ground_size": (32, 128), "aerial_size": (32, 128)}},

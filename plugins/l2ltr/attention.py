@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
 from torch import nn
 
 LN_EPS = 1e-6
@@ -45,6 +44,8 @@ class SelfCrossBlock(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, mlp_dim: int, dropout: float, self_cross: bool = True
     ) -> None:
+        from timm.layers import Mlp  # imported on use: the CLI starts faster
+
         super().__init__()
         self.self_cross = self_cross
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)

@@ -3,26 +3,43 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import partial
-from typing import Self
+from typing import Any, Self
 
 import torch
 from pydantic import Field, model_validator
-from timm.layers import GroupNormAct, StdConv2d
-from timm.models.resnetv2 import ResNetV2
 from torch import nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
-from benchmark.weights import load_into
+from benchmark.weights import (
+    FROM_SCRATCH,
+    PretrainedWeights,
+    flat_state_dict,
+    load_into,
+    pretrained_state,
+)
 from plugins.l2ltr.attention import SelfCrossEncoder
-from plugins.l2ltr.pretrained import branch_state, vit_state_dict
+from plugins.l2ltr.checkpoint import is_official, official_state
+from plugins.l2ltr.pretrained import HUB_MODEL, branch_state
+
+VIT_WEIGHTS = PretrainedWeights(
+    name="Google's ImageNet-21k R50+ViT-B/16 weights",
+    timm=HUB_MODEL,
+    files=f"a safetensors of timm's {HUB_MODEL} (its model.safetensors)",
+    url=f"https://huggingface.co/timm/{HUB_MODEL}",
+)
 
 
 class L2LTROptions(ModelOptions):
-    """L2LTR options; defaults are Polar-L2LTR (R50+ViT-B/16 per view, 128x512 inputs)."""
+    """L2LTR options; defaults are Polar-L2LTR (R50+ViT-B/16 per view, 128x512 inputs,
+    ImageNet-21k initialisation)."""
 
+    pretrained: bool | str = Field(
+        True, description="R50+ViT-B/16 ImageNet-21k: True (timm), a timm-layout file; False"
+    )
     stem_layers: tuple[int, ...] = Field((3, 4, 9), description="bottleneck units per ResNet stage")
     stem_channels: tuple[int, ...] = Field((256, 512, 1024), description="stage output widths")
     stem_width: int = Field(64, ge=8, description="root conv channels")
@@ -45,6 +62,10 @@ class L2LTROptions(ModelOptions):
             raise ValueError(f"every stem width {widths} must be divisible by stem_groups")
         return self
 
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """Google's R50+ViT-B/16, as L2LTR's code starts from."""
+        return VIT_WEIGHTS
+
 
 def token_grid(size: tuple[int, int], stages: int) -> tuple[int, int]:
     """Feature-map (rows, cols) after the stem: 7x7/2 conv, 3x3/2 max-pool, then a stride-2
@@ -53,13 +74,18 @@ def token_grid(size: tuple[int, int], stages: int) -> tuple[int, int]:
     return math.ceil(size[0] / stride), math.ceil(size[1] / stride)
 
 
-def r50_stem(opts: L2LTROptions) -> ResNetV2:
+def r50_stem(opts: L2LTROptions) -> nn.Module:
     """timm's ResNetV2 (BiT, post-activation) as in ``vit_base_r50_s16_*``: StdConv + GroupNorm.
 
-    Symmetric padding (7x7 pad 3, max-pool pad 1) and StdConv eps 1e-5 follow L2LTR's
-    PyTorch code; timm's hybrid uses TF 'same' padding. Weights are interchangeable.
+    As in L2LTR's PyTorch code: symmetric padding (7x7 pad 3, max-pool pad 1; timm's hybrid
+    uses TF 'same' padding), StdConv eps 1e-5, GroupNorm eps 1e-6, and the projection
+    shortcut's norm GroupNorm(C, C) with eps 1e-5 (one group per channel). Weights are
+    interchangeable with timm's.
     """
-    return ResNetV2(
+    from timm.layers import GroupNormAct, StdConv2d  # imported on use: the CLI starts faster
+    from timm.models.resnetv2 import ResNetV2
+
+    net = ResNetV2(
         layers=opts.stem_layers,
         channels=opts.stem_channels,
         stem_chs=opts.stem_width,
@@ -70,6 +96,14 @@ def r50_stem(opts: L2LTROptions) -> ResNetV2:
         conv_layer=partial(StdConv2d, eps=1e-5),
         norm_layer=partial(GroupNormAct, num_groups=opts.stem_groups, eps=1e-6),
     )
+    for stage in net.stages:
+        for block in stage.blocks:
+            if block.downsample is not None:
+                width = block.downsample.norm.num_channels
+                block.downsample.norm = GroupNormAct(
+                    width, num_groups=width, eps=1e-5, apply_act=False
+                )
+    return net
 
 
 class L2LTRBranch(nn.Module):
@@ -126,7 +160,17 @@ class L2LTR(TwoBranchModel):
         self.aerial = L2LTRBranch(opts, opts.aerial_size, "aerial")
         self.descriptor_dim = opts.embed_dim
         self.preprocess = Preprocess(opts.ground_size, opts.aerial_size, opts.polar)
-        if opts.pretrained:
-            state, source = vit_state_dict(opts.pretrained)
+        loaded = pretrained_state(opts.pretrained, VIT_WEIGHTS)
+        self.initialisation = loaded[1] if loaded else FROM_SCRATCH
+        if loaded:
+            state, source = flat_state_dict(loaded[0], loaded[1]), loaded[1]
             for branch in (self.ground, self.aerial):
                 load_into(branch, branch_state(state, branch.grid, opts.self_cross), source)
+
+    def adapt_checkpoint(
+        self, checkpoint: Mapping[str, Any], source: str
+    ) -> dict[str, torch.Tensor]:
+        """The official train.py's checkpoint (both views) or the harness's own layout."""
+        if is_official(checkpoint):
+            return official_state(checkpoint, source)
+        return super().adapt_checkpoint(checkpoint, source)

@@ -5,20 +5,10 @@ from __future__ import annotations
 import re
 
 import torch
-from timm.layers import resample_abs_pos_embed
-
-from benchmark.weights import read_state_dict, timm_pretrained
 
 HUB_MODEL = "vit_base_r50_s16_224.orig_in21k"  # Google's ImageNet-21k R50+ViT-B_16, 14x14 grid
 CLASSIFIER = ("head.", "fc_norm.", "pre_logits.")
 BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)")
-
-
-def vit_state_dict(pretrained: bool | str) -> tuple[dict[str, torch.Tensor], str]:
-    """The hybrid ViT's weights: timm's ImageNet-21k checkpoint (True) or a local file."""
-    if pretrained is True:
-        return timm_pretrained(HUB_MODEL).state_dict(), f"timm:{HUB_MODEL}"
-    return read_state_dict(str(pretrained)), str(pretrained)
 
 
 def branch_state(
@@ -31,6 +21,8 @@ def branch_state(
     embedding is resized from the checkpoint's square grid by first-order (bilinear,
     corner-aligned) interpolation, keeping the CLS entry; the classifier is dropped.
     """
+    from timm.layers import resample_abs_pos_embed  # imported on use: the CLI starts faster
+
     out: dict[str, torch.Tensor] = {}
     for key, value in vit.items():
         if key.startswith(CLASSIFIER):

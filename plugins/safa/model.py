@@ -3,28 +3,47 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
-from benchmark.backbones import VGG16_CFG, vgg_trunk
+from benchmark.backbones import VGG16_CFG, VGG16_WEIGHTS, vgg16_weights, vgg_preprocess, vgg_trunk
 from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
+from benchmark.specs import ModelOptions, Size
+from benchmark.weights import FROM_SCRATCH, PretrainedWeights
 
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 
 
 class SAFAOptions(ModelOptions):
-    """SAFA options; defaults are the paper's configuration at the shared 128x512 input."""
+    """SAFA options; defaults are the official code's configuration (112x616, mean pooling,
+    ImageNet VGG16)."""
 
+    ground_size: Size = Field((112, 616), description="ground input (height, width)")
+    aerial_size: Size = Field((112, 616), description="aerial input (height, width)")
+    pretrained: bool | str = Field(
+        True, description="ImageNet VGG16: True (timm), a vgg16.npy or a timm-layout file; False"
+    )
     backbone: Literal["vgg16", "tiny"] = Field("vgg16", description="tiny = 3-stage narrow VGG+BN")
     heads: int = Field(8, ge=1, le=64)
     channel_pool: Literal["max", "mean"] = Field(
-        "max", description="max follows the paper/VIGOR; mean is the official SAFA code"
+        "mean", description="mean is the official SAFA code; max the paper text and VIGOR"
     )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _tiny_from_scratch(self) -> Self:
+        if self.backbone == "tiny" and self.pretrained:
+            raise ValueError(
+                "the tiny backbone has no pretrained weights; set model.pretrained=false"
+            )
+        return self
+
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """ImageNet VGG16 for the vgg16 backbone."""
+        return VGG16_WEIGHTS if self.backbone == "vgg16" else None
 
 
 def pooled_hw(size: tuple[int, int], cfg: tuple[int | str, ...]) -> tuple[int, int]:
@@ -67,13 +86,18 @@ class SpatialAwareAggregation(nn.Module):
 class SAFABranch(nn.Module):
     """One view: VGG trunk -> extra 2x2 max-pool -> SAFA aggregation (raw descriptor)."""
 
-    def __init__(self, opts: SAFAOptions, size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        opts: SAFAOptions,
+        size: tuple[int, int],
+        weights: tuple[dict[str, torch.Tensor], str] | None = None,
+    ) -> None:
         super().__init__()
         tiny = opts.backbone == "tiny"
         cfg = TINY_CFG if tiny else VGG16_CFG
         self.trunk = vgg_trunk(
             cfg,
-            pretrained=opts.pretrained if not tiny else False,
+            weights=weights,
             batch_norm=tiny,
             dropout=opts.dropout,
             dropout_from=3 if tiny else 4,
@@ -93,10 +117,13 @@ class SAFA(TwoBranchModel):
     def __init__(self, opts: SAFAOptions) -> None:
         super().__init__()
         tiny = opts.backbone == "tiny"
-        self.ground = SAFABranch(opts, opts.ground_size)
-        self.aerial = SAFABranch(opts, opts.aerial_size)
+        weights = vgg16_weights(opts.pretrained)  # read once, copied into both branches
+        self.ground = SAFABranch(opts, opts.ground_size, weights)
+        self.aerial = SAFABranch(opts, opts.aerial_size, weights)
         channels = [c for c in (TINY_CFG if tiny else VGG16_CFG) if c != "M"][-1]
         self.descriptor_dim = opts.heads * int(channels)
-        # timm's vgg16 weights come from torchvision and expect RGB with ImageNet mean/std
-        # (the paper's BGR + Caffe means belong to the original Caffe weights)
-        self.preprocess = Preprocess(opts.ground_size, opts.aerial_size, opts.polar)
+        self.initialisation = weights[1] if weights else FROM_SCRATCH
+        # a Caffe vgg16.npy takes BGR with Caffe means; timm's (torchvision) VGG16 RGB/ImageNet
+        self.preprocess = vgg_preprocess(
+            opts.ground_size, opts.aerial_size, opts.polar, opts.pretrained
+        )

@@ -66,9 +66,20 @@ CARD = ModelCard(
         "SMD's first layer is sized by the token count, so a model is tied to its input "
         "sizes; changing model.ground_size or model.aerial_size builds a new head.",
         "Variants: 'shallow' = SAIG-S (11 blocks), 'gap' = GAP head, 'polar' = polar aerial "
-        "128x512. The paper initialises from ImageNet-1k SAIG weights, which are not on the "
-        "timm hub; model.pretrained accepts a local file in this backbone's key layout "
-        "(the released checkpoint's layout is assumed to follow timm's [inference]).",
+        "128x512.",
+        "Initialisation: the paper configuration starts from the authors' ImageNet-1k SAIG-D "
+        "weights (SAIG-S for 'shallow'), which timm's hub does not hold: download SAIG_D.pth.tar "
+        "from the README of https://github.com/yanghongji2007/SAIG and pass --pretrained FILE. "
+        "The file is read as published (a timm training checkpoint; keys patch_embed.conv_stem.*, "
+        "blocks.*.norm1 mapped, classifier dropped) and its 14x14 position embedding is resized "
+        "as train.py does: bicubic F.interpolate, align_corners=False, no antialiasing (timm's "
+        "resample_abs_pos_embed antialiases by default). --set model.pretrained=false trains "
+        "from scratch and the result says so.",
+        "Published models: `eval --plugins saig --weights model_checkpoint.pth` reads the "
+        "README's trained models as train.py / train_sam.py save them ({'model': ...}, keys "
+        "model_grd.backbone.*, model_grd.linear1-3 for SMD), mapping every tensor; choose the "
+        "variant of the row (paper = SAIG-D + SMD; shallow, gap, shallow-gap). The CVUSA and "
+        "CVACT models are non-polar 256x256 aerial (train.sh, train_sam.sh: --polar 0).",
         "The tiny variant (quick protocol) is a narrow stem and 4 attention-only blocks of "
         "96 channels (3 heads of 32) with SMD, trained from scratch.",
     ),
@@ -101,6 +112,7 @@ SPEC = ModelSpec(
             "embed_dim": 96,
             "num_heads": 3,
             "stem_channels": (16, 32, 32, 64, 64, 128),
+            "pretrained": False,
         },
     },
     quick={"model": {"ground_size": (32, 128), "aerial_size": (64, 64)}},

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Self
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 import torch
 from pydantic import Field, model_validator
-from timm.layers import Attention, resample_abs_pos_embed
 from torch import nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.model import TwoBranchModel
 from benchmark.specs import ModelOptions, Preprocess
-from benchmark.weights import load_into, read_state_dict
+from benchmark.weights import FROM_SCRATCH, PretrainedWeights, load_into, pretrained_state
+from plugins.saig.checkpoint import imagenet_backbone_state, is_official, official_state
 
 STEM_STRIDES = (2, 2, 1, 2, 1, 2)
 STRIDE = math.prod(STEM_STRIDES)
@@ -25,6 +26,9 @@ class SAIGOptions(ModelOptions):
     """SAIG options; defaults are the paper's SAIG-D + SMD, aerial non-polar 256x256."""
 
     aerial_size: tuple[int, int] = Field((256, 256), description="aerial input (height, width)")
+    pretrained: bool | str = Field(
+        True, description="the authors' ImageNet-1k SAIG weights (a local file); False"
+    )
     polar: bool = Field(False, description="polar-transform the aerial image")
     depth: int = Field(22, ge=1, description="attention blocks: 22 = SAIG-D, 11 = SAIG-S")
     embed_dim: int = Field(384, ge=8)
@@ -40,6 +44,16 @@ class SAIGOptions(ModelOptions):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads")
         return self
+
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """The authors' ImageNet-1k SAIG-D (22 blocks) or SAIG-S (11) backbone."""
+        name = {22: "SAIG-D", 11: "SAIG-S"}.get(self.depth, f"SAIG ({self.depth} blocks)")
+        return PretrainedWeights(
+            name=f"the authors' ImageNet-1k {name} weights",
+            timm=None,
+            files=f"the {name.replace('-', '_')}.pth.tar checkpoint as published",
+            url="https://github.com/yanghongji2007/SAIG, README 'pre-trained model'",
+        )
 
 
 def token_grid(size: tuple[int, int]) -> tuple[int, int]:
@@ -66,6 +80,8 @@ class AttentionBlock(nn.Module):
     """SAIG's block: x + MHSA(LayerNorm(x)), with no MLP sub-block."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
+        from timm.layers import Attention  # imported on use: the CLI starts faster
+
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=True)
@@ -149,19 +165,6 @@ class SAIGBranch(nn.Module):
         return self.head(self.backbone(x))
 
 
-def load_backbone(backbone: SAIGBackbone, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ImageNet SAIG weights (this backbone's key layout; classifier keys dropped).
-
-    A position embedding of another length is resized bicubically from the file's square
-    grid (ImageNet: 14x14); one of the same length is taken as it is.
-    """
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    pos = state.get("pos_embed")
-    if pos is not None and pos.shape != backbone.pos_embed.shape:
-        state["pos_embed"] = resample_abs_pos_embed(pos, list(backbone.grid), num_prefix_tokens=0)
-    load_into(backbone, state, source)
-
-
 class SAIG(TwoBranchModel):
     """Simple Attention-based Image Geo-localization (Zhu, Yang, Lu, Huang, 2023)."""
 
@@ -173,14 +176,18 @@ class SAIG(TwoBranchModel):
         self.preprocess = Preprocess(
             opts.ground_size, opts.aerial_size, opts.polar, mean=SAIG_MEAN_STD, std=SAIG_MEAN_STD
         )
-        if opts.pretrained is True:
-            raise BenchmarkError(
-                "SAIG's ImageNet weights are not on the timm hub. Download the SAIG-S/SAIG-D "
-                "checkpoint from github.com/yanghongji2007/SAIG, save its backbone as "
-                "safetensors and pass --set model.pretrained=/path/to/file, or train from "
-                "scratch with --set model.pretrained=false."
-            )
-        if opts.pretrained:
-            state = read_state_dict(opts.pretrained)
+        loaded = pretrained_state(opts.pretrained, opts.pretrained_weights())
+        self.initialisation = loaded[1] if loaded else FROM_SCRATCH
+        if loaded:
+            checkpoint, source = loaded
             for branch in (self.ground, self.aerial):
-                load_backbone(branch.backbone, dict(state), str(opts.pretrained))
+                state = imagenet_backbone_state(checkpoint, branch.backbone.grid, source)
+                load_into(branch.backbone, state, source)
+
+    def adapt_checkpoint(
+        self, checkpoint: Mapping[str, Any], source: str
+    ) -> dict[str, torch.Tensor]:
+        """An official two-view model (train.py / train_sam.py) or the harness's own layout."""
+        if is_official(checkpoint):
+            return official_state(checkpoint, source)
+        return super().adapt_checkpoint(checkpoint, source)

@@ -68,8 +68,14 @@ CARD = ModelCard(
         "stage-2 batch (10 panoramas with positive + one semi-positive each, instead of 14) "
         "is not reproduced: the batch size stays as configured and each sample brings one "
         "randomly chosen semi-positive in stage 2.",
-        "Paper preprocessing: BGR with Caffe mean subtraction (ImageNet VGG weights). The "
-        "tiny variant trains from scratch with BatchNorm and RGB/ImageNet normalisation.",
+        "Initialisation: the official code (https://github.com/Jeff-Zilence/VIGOR, "
+        "backbone/VGG.py, dataloader.py) builds its VGG16 from data/vgg16.npy, the "
+        "Caffe-converted ImageNet VGG16, and feeds BGR pixels minus (103.939, 116.779, 123.6) "
+        "with no std scaling; --pretrained vgg16.npy does the same here. The default "
+        "(pretrained=true) takes timm's vgg16.tv_in1k (torchvision) weights with RGB input and "
+        "ImageNet mean/std; --set model.pretrained=false trains from scratch (marked so in the "
+        "result). Channels are pooled by max (models.py), as here.",
+        "The tiny variant trains from scratch with BatchNorm and RGB/ImageNet normalisation.",
         "Ablations of the paper: variant 'no-offset' with --set "
         "loss_options.stage1_epochs=EPOCHS (triplet only throughout) is 'SAFA + mining'; "
         "add --set mining=false for 'SAFA'. Mining is on in the recipe (pool 40,000, top-100, "
@@ -96,8 +102,8 @@ SPEC = ModelSpec(
     variants={
         "paper": {},
         "no-offset": {"offset_head": False},
-        "tiny": {"backbone": "tiny", "offset_hidden": 128},
-        "tiny-no-offset": {"backbone": "tiny", "offset_head": False},
+        "tiny": {"backbone": "tiny", "offset_hidden": 128, "pretrained": False},
+        "tiny-no-offset": {"backbone": "tiny", "offset_head": False, "pretrained": False},
     },
     quick={
         "model": {"ground_size": (32, 128), "aerial_size": (64, 64)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -17,6 +19,9 @@ class VigorOptions(SAFAOptions):
     ground_size: Size = Field((320, 640), description="ground input (height, width)")
     aerial_size: Size = Field((320, 320), description="aerial input (height, width)")
     polar: bool = Field(False, description="VIGOR never polar-transforms (queries off-centre)")
+    channel_pool: Literal["max", "mean"] = Field(
+        "max", description="VIGOR's code pools channels by max (SAFA's official code: mean)"
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="VIGOR trains without dropout")
     offset_head: bool = Field(True, description="False = SAFA aggregation only (ablation)")
     offset_hidden: int = Field(512, ge=1, description="hidden width of the offset MLP")
