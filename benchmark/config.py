@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchmark.errors import BenchmarkError
 from benchmark.specs import ModelOptions, ModelSpec
-from benchmark.weights import pretrained_identity
 
 RECIPE_KEYS = (
     "optimizer",
@@ -227,6 +226,8 @@ def options_tag(spec: ModelSpec, run: RunConfig) -> str:
     '-opts' and a short hash of what changed (model options, loss and its options, mining,
     SAM), so that an ablation gets its own result and checkpoint names instead of
     overwriting the plugin's own run. Training budget (epochs, lr, ...) is not part of it."""
+
+    from benchmark.weights import pretrained_identity  # torch: not for the leaderboard's imports
 
     def plain(value: Any) -> Any:
         return json.loads(json.dumps(value, sort_keys=True, default=str))
