@@ -41,6 +41,8 @@ class RunResult(BaseModel):
     )
     env: dict[str, Any] = Field(default_factory=dict)
     harness_version: str = __version__
+    plugin_package: str | None = Field(None, description="distribution providing the method")
+    plugin_package_version: str | None = None
     git_commit: str | None = None
     started: str = ""
     finished: str = ""
