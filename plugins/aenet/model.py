@@ -9,11 +9,19 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.layers import BAM, CBAM, TripletAttention
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess, Size
-from benchmark.weights import load_into, read_state_dict, timm_pretrained
+from benchmark.api import (
+    BAM,
+    CBAM,
+    BenchmarkError,
+    ModelOptions,
+    Preprocess,
+    Size,
+    TripletAttention,
+    TwoBranchModel,
+    load_into,
+    read_state_dict,
+    timm_pretrained,
+)
 
 Attention = Literal["triplet", "bam", "cbam", "none"]
 

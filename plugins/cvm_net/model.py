@@ -9,11 +9,19 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchmark.backbones import VGG16_CFG, vgg_trunk
-from benchmark.errors import BenchmarkError
-from benchmark.layers import NetVLAD
-from benchmark.model import CrossViewModel, l2n
-from benchmark.specs import IMAGENET_MEAN, IMAGENET_STD, ModelOptions, Preprocess, Size
+from benchmark.api import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGG16_CFG,
+    BenchmarkError,
+    CrossViewModel,
+    ModelOptions,
+    NetVLAD,
+    Preprocess,
+    Size,
+    l2n,
+    vgg_trunk,
+)
 
 # Four narrow stages with BatchNorm, for training from scratch on a CPU.
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, "M", 128, 128)

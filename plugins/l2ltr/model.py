@@ -12,10 +12,7 @@ from timm.layers import GroupNormAct, StdConv2d
 from timm.models.resnetv2 import ResNetV2
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
-from benchmark.weights import load_into
+from benchmark.api import BenchmarkError, ModelOptions, Preprocess, TwoBranchModel, load_into
 from plugins.l2ltr.attention import SelfCrossEncoder
 from plugins.l2ltr.pretrained import branch_state, vit_state_dict
 

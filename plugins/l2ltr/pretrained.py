@@ -7,7 +7,7 @@ import re
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from benchmark.weights import read_state_dict, timm_pretrained
+from benchmark.api import read_state_dict, timm_pretrained
 
 HUB_MODEL = "vit_base_r50_s16_224.orig_in21k"  # Google's ImageNet-21k R50+ViT-B_16, 14x14 grid
 CLASSIFIER = ("head.", "fc_norm.", "pre_logits.")

@@ -9,9 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchmark.backbones import VGG16_CFG, vgg_trunk
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
+from benchmark.api import VGG16_CFG, ModelOptions, Preprocess, TwoBranchModel, vgg_trunk
 
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 

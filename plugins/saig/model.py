@@ -10,10 +10,14 @@ from pydantic import Field, model_validator
 from timm.layers import Attention, resample_abs_pos_embed
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
-from benchmark.weights import load_into, read_state_dict
+from benchmark.api import (
+    BenchmarkError,
+    ModelOptions,
+    Preprocess,
+    TwoBranchModel,
+    load_into,
+    read_state_dict,
+)
 
 STEM_STRIDES = (2, 2, 1, 2, 1, 2)
 STRIDE = math.prod(STEM_STRIDES)
