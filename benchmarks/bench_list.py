@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 from tests.plugin_sites import harness_entry_points, site_env, write_package  # noqa: E402
 
 
-def seconds(env: dict[str, str]) -> tuple[float, str]:
+def seconds(env: dict[str, str], site: Path) -> tuple[float, str]:
     """Wall time of one `list --format json` in a fresh process, and what it printed."""
     start = time.perf_counter()
-    out = subprocess.run(
+    out = subprocess.run(  # run from SITE: metadata left in ROOT by a build must not shadow it
         [sys.executable, "-m", "benchmark", "list", "--format", "json"],
-        cwd=ROOT,
+        cwd=site,
         env=env,
         capture_output=True,
         text=True,
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         for _ in range(args.runs):
             for name, env in envs.items():
-                took, out = seconds(env)
+                took, out = seconds(env, sites[name])
                 times[name].append(took)
                 printed[name].add(out)
     median = {name: statistics.median(t) for name, t in times.items()}

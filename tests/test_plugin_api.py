@@ -429,11 +429,12 @@ def test_a_package_that_prints_at_import_does_not_corrupt_json_output(
     assert "hello from chatty" in err
 
 
-def _subprocess(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
+def _subprocess(site: Path, env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
+    # run from SITE (first on sys.path): metadata a build left in ROOT must not shadow it;
     # a hang would end in TimeoutExpired: listing itself takes about a second
     return subprocess.run(
         [PYTHON, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
+        cwd=site,
         env=env,
         capture_output=True,
         text=True,
@@ -450,6 +451,7 @@ def test_list_and_show_do_not_import_unneeded_packages_even_one_that_hangs(site:
     write_package(site, "sleepy", "1.0", entry, {"sleepy_mod": source})
     env = site_env(site, f"{PROJECT_PLUGINS},sleepy")
     listing = _subprocess(
+        site,
         env,
         """
         import json, sys
@@ -464,7 +466,7 @@ def test_list_and_show_do_not_import_unneeded_packages_even_one_that_hangs(site:
     assert "sleepy" in names["methods"] and "safa" in names["methods"]
     assert heavy == []  # neither torch nor any plugin module was imported to list names
     show = _subprocess(
-        env, "from benchmark.cli import main; raise SystemExit(main(['show', 'safa']))"
+        site, env, "from benchmark.cli import main; raise SystemExit(main(['show', 'safa']))"
     )
     assert show.returncode == 0 and "NeurIPS 2019" in show.stdout, show.stderr
 
