@@ -202,8 +202,8 @@ class Registry:
         """The package that provides NAME of KIND (a listed name: without importing it)."""
         owner = self._owner(kind, name)
         if owner is None:
-            self.get(kind, name)  # raises why
-        assert owner is not None
+            unknown = suggest(name, self.names(kind), KINDS[kind])
+            raise BenchmarkError(self.conflicts.get((kind, name), unknown))
         return owner.info
 
     def get(self, kind: str, name: str) -> Any:
@@ -267,9 +267,8 @@ class Registry:
 
     def provenance(self, method: str) -> dict[str, str]:
         """The package and version that provide METHOD, as a result records them."""
-        plugins = self._claimants_or_named(method)
-        owner = self._owner("models", method)
-        info = (owner or plugins[0]).info if (owner or plugins) else PluginInfo("?", "?", "?")
+        owner = self._owner("models", method) or next(iter(self._claimants_or_named(method)), None)
+        info = owner.info if owner is not None else PluginInfo(method, "?", "?")
         return {"plugin_package": info.package, "plugin_package_version": info.version}
 
     def _claimants_or_named(self, name: str) -> list[Plugin]:
@@ -279,25 +278,27 @@ class Registry:
     def _owner(self, kind: str, name: str) -> Plugin | None:
         """The plugin that owns NAME of KIND under the clash policy; None when unusable.
 
-        Packages known to have failed yield to working ones; the one built-in claimant wins
-        over the others; two or more other claimants make the name unusable."""
+        A built-in claimant owns its names whatever the others claim (even when it failed:
+        a built-in is never replaced); otherwise packages known to have failed yield to
+        working ones, and two or more claimants make the name unusable."""
         key = (kind, name)
         claimants = self.claims.get(key, [])
-        claimants = [p for p in claimants if p.state != "failed"] or claimants
-        self.conflicts.pop(key, None)
         builtins = [p for p in claimants if p.info.builtin]
-        if len(claimants) <= 1 or len(builtins) == 1:
-            owner = builtins[0] if builtins else (claimants[0] if claimants else None)
+        self.conflicts.pop(key, None)
+        if len(builtins) == 1:
             for other in claimants:
-                if other is not owner:
+                if other is not builtins[0]:
                     self._report(
                         f"warning: {other.info.describe().capitalize()} also provides the "
-                        f"{KINDS[kind]} {name!r}, which is built into {owner.info.describe()}; "
-                        f"the built-in is used and never replaced. Ask that package to rename "
-                        f"its {KINDS[kind]}."
+                        f"{KINDS[kind]} {name!r}, which is built into "
+                        f"{builtins[0].info.describe()}; the built-in is used and never "
+                        f"replaced. Ask that package to rename its {KINDS[kind]}."
                     )
-            return owner
-        packages = " and by ".join(p.info.describe() for p in claimants)
+            return builtins[0]
+        live = [p for p in claimants if p.state != "failed"] or claimants
+        if len(live) <= 1:
+            return live[0] if live else None
+        packages = " and by ".join(p.info.describe() for p in live)
         self.conflicts[key] = (
             f"The {KINDS[kind]} name {name!r} is provided by {packages}, so it is unusable. "
             f"Uninstall one of them or leave one out with {ALLOW_ENV}=core,name1,name2 "

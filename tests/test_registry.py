@@ -8,7 +8,7 @@ import pytest
 from benchmark.errors import BenchmarkError
 from benchmark.hookspecs import hookimpl
 from benchmark.losses import SoftMarginTriplet
-from benchmark.registry import build_registry
+from benchmark.registry import Plugin, PluginInfo, Registry, build_registry
 from benchmark.specs import LossSpec
 
 
@@ -63,3 +63,18 @@ def test_allow_list_restricts_loaded_plugins(monkeypatch: pytest.MonkeyPatch) ->
     reg = build_registry()
     assert "safa" not in reg.models
     assert "synthetic" in reg.datasets
+
+
+def test_a_builtin_that_fails_to_load_is_still_not_replaced() -> None:
+    def fail() -> object:
+        raise ImportError("no module named timm")
+
+    other = types.SimpleNamespace(benchmark_losses=lambda: [LossSpec("twin", SoftMarginTriplet)])
+    builtin = Plugin(PluginInfo("core", "cvgl-benchmark", "9"), fail, {"losses": {"twin"}})
+    third = Plugin(PluginInfo("other", "other-package", "1"), lambda: other, {"losses": {"twin"}})
+    with pytest.raises(BenchmarkError) as err:
+        Registry([third, builtin]).loss("twin")
+    assert str(err.value) == (
+        "The loss 'twin' cannot be used: Package cvgl-benchmark 9 (entry point core) failed to "
+        "import (ImportError: no module named timm)."
+    )
