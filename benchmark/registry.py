@@ -16,8 +16,6 @@ unusable until one is uninstalled or left out with ``CVGL_BENCHMARK_PLUGINS``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
 import inspect
 import os
 import sys
@@ -32,24 +30,21 @@ from pydantic import ValidationError
 
 from benchmark import hookspecs
 from benchmark.errors import BenchmarkError, suggest
-from benchmark.specs import DatasetSpec, LossSpec, MetricSpec, ModelCard, ModelSpec
+from benchmark.plugin_checks import (
+    GROUPS,
+    KINDS,
+    PluginFailure,
+    check_declared,
+    check_hooks,
+    check_settings,
+    check_signatures,
+    returned_specs,
+    spec_problems,
+)
+from benchmark.specs import DatasetSpec, LossSpec, MetricSpec, ModelSpec
 
 ALLOW_ENV = "CVGL_BENCHMARK_PLUGINS"
 HARNESS = "cvgl-benchmark"
-KINDS = {"models": "method", "datasets": "dataset", "losses": "loss", "metrics": "metric"}
-SPEC_TYPES: dict[str, type] = {
-    "models": ModelSpec,
-    "datasets": DatasetSpec,
-    "losses": LossSpec,
-    "metrics": MetricSpec,
-}
-GROUPS = {
-    "models": "cvgl_benchmark.methods",
-    "datasets": "cvgl_benchmark.datasets",
-    "losses": "cvgl_benchmark.losses",
-    "metrics": "cvgl_benchmark.metrics",
-    "observers": "cvgl_benchmark.observers",
-}
 
 
 @dataclass(frozen=True)
@@ -81,10 +76,6 @@ class Plugin:
     declared: dict[str, set[str]] | None = None
     state: Literal["pending", "loaded", "failed"] = "pending"
     error: str = ""
-
-
-class PluginFailure(Exception):
-    """A plugin package that cannot be used; the message names the package and the fault."""
 
 
 class HookManager(pluggy.PluginManager):
@@ -357,26 +348,7 @@ class Registry:
             raise
 
     def _checked_specs(self, plugin: Plugin, module: object, who: str) -> dict[str, list[Any]]:
-        unknown = [
-            name
-            for name, caller in vars(self.pm.hook).items()
-            if not name.startswith("_")
-            and not caller.has_spec()
-            and any(impl.plugin is module for impl in caller.get_hookimpls())
-        ]
-        if unknown:
-            raise PluginFailure(f"{who} implements unknown hooks: {hook_hints(unknown)}.")
-        observes = [
-            name
-            for name in hookspecs.OBSERVERS
-            if any(i.plugin is module for i in getattr(self.pm.hook, name).get_hookimpls())
-        ]
-        if observes and plugin.declared is not None and not plugin.declared.get("observers"):
-            raise PluginFailure(
-                f"{who} implements {', '.join(observes)} but does not declare it: add "
-                f'`{plugin.info.name} = "<its module>"` to [project.entry-points."'
-                f'{GROUPS["observers"]}"] so that runs load it.'
-            )
+        check_hooks(self.pm, module, plugin.declared, plugin.info.name, who)
         specs: dict[str, list[Any]] = {}
         for kind, hook in hookspecs.COLLECTING.items():
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
@@ -385,102 +357,8 @@ class Registry:
         for spec in specs.get("models", []):
             check_settings(spec, who)
         if plugin.declared is not None:
-            check_declared(plugin, specs, who)
+            check_declared(plugin.declared, specs, who)
         return specs
-
-
-def spec_problems(exc: ValidationError) -> str:
-    """'ModelSpec: variants: ...; name: ...' from a spec's validation error."""
-    cls = next((c for c in [*SPEC_TYPES.values(), ModelCard] if c.__name__ == exc.title), None)
-    names = [f.name for f in dataclasses.fields(cls)] if cls else []
-    problems = []
-    for err in exc.errors():
-        loc = [names[p] if isinstance(p, int) and p < len(names) else str(p) for p in err["loc"]]
-        where = ".".join(loc) + ": " if loc else ""
-        problems.append(f"{where}{err['msg'].removeprefix('Value error, ')}")
-    return f"{exc.title} ({'; '.join(problems)})"
-
-
-def check_signatures(module: object, who: str) -> None:
-    """Every hook implementation of MODULE takes only arguments its specification gives."""
-    for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
-        impl = getattr(module, name, None)
-        if not name.startswith(hookspecs.HOOK_PREFIX) or not callable(impl):
-            continue
-        given = set(inspect.signature(spec).parameters)
-        params = inspect.signature(impl).parameters.values()
-        wanted = [p.name for p in params if p.default is p.empty and p.name not in given]
-        if wanted:
-            raise PluginFailure(
-                f"{who} has a hook with the wrong signature: {name}{inspect.signature(impl)} "
-                f"asks for {', '.join(map(repr, wanted))}, which the hook does not provide "
-                f"(its specification is {name}{inspect.signature(spec)})."
-            )
-
-
-def hook_hints(names: list[str]) -> str:
-    """'benchmark_model (did you mean benchmark_models?)' for each unknown hook."""
-    known = [n for n in dir(hookspecs) if n.startswith(hookspecs.HOOK_PREFIX)]
-    hints = []
-    for name in sorted(names):
-        close = difflib.get_close_matches(name, known, n=1)
-        hints.append(name + (f" (did you mean {close[0]}?)" if close else ""))
-    return ", ".join(hints)
-
-
-def returned_specs(function: Callable[[], Any], hook: str, kind: str, who: str) -> list[Any]:
-    """What FUNCTION (the package's HOOK) returns, checked to be a list of KIND's specs."""
-    expected = SPEC_TYPES[kind].__name__
-    try:
-        specs = function()
-    except ValidationError as exc:
-        raise PluginFailure(f"{who} has an invalid {spec_problems(exc)}.") from None
-    except Exception as exc:
-        raise PluginFailure(f"{who} raised in {hook}() ({type(exc).__name__}: {exc}).") from None
-    if not isinstance(specs, list | tuple):
-        raise PluginFailure(
-            f"{who} returns {type(specs).__name__} from {hook}(); it must return a list of "
-            f"{expected}."
-        )
-    names: set[str] = set()
-    for i, spec in enumerate(specs):
-        if not isinstance(spec, SPEC_TYPES[kind]):
-            raise PluginFailure(
-                f"{who} returns a {type(spec).__name__} as item {i} of {hook}(); it must return "
-                f"a list of {expected} (import it from benchmark.api)."
-            )
-        if spec.name in names:
-            raise PluginFailure(f"{who} returns the {KINDS[kind]} {spec.name!r} twice.")
-        names.add(spec.name)
-    return list(specs)
-
-
-def check_settings(spec: ModelSpec, who: str) -> None:
-    """SPEC's recipe and its quick settings resolve to valid run configurations."""
-    from benchmark.config import resolve
-
-    for quick, what in ((False, "recipe is"), (True, "quick settings are")):
-        try:
-            resolve(spec, {}, quick=quick)
-        except BenchmarkError as exc:
-            raise PluginFailure(
-                f"{who} has a method {spec.name!r} whose {what} invalid: {exc}"
-            ) from None
-
-
-def check_declared(plugin: Plugin, specs: dict[str, list[Any]], who: str) -> None:
-    """The names PLUGIN's hooks returned are exactly those its metadata declares."""
-    declared = plugin.declared or {}
-    for kind in KINDS:
-        returned = {spec.name for spec in specs.get(kind, [])}
-        missing, extra = declared.get(kind, set()) - returned, returned - declared.get(kind, set())
-        if missing or extra:
-            problems = [f"declares {n!r} but does not return it" for n in sorted(missing)]
-            problems += [f"returns {n!r} without declaring it" for n in sorted(extra)]
-            raise PluginFailure(
-                f"{who} {'; '.join(problems)} ({KINDS[kind]}s; entry-point group "
-                f"{GROUPS[kind]}). Make the declared names match what the hooks return."
-            )
 
 
 def allowed_plugins() -> set[str] | None:
