@@ -55,14 +55,15 @@ def check_signatures(module: object, who: str) -> None:
         impl = getattr(module, name, None)
         if not name.startswith(hookspecs.HOOK_PREFIX) or not callable(impl):
             continue
-        given = set(inspect.signature(spec).parameters)
-        params = inspect.signature(impl).parameters.values()
+        given = list(inspect.signature(spec).parameters)
+        params = list(inspect.signature(impl).parameters.values())
         wanted = [p.name for p in params if p.default is p.empty and p.name not in given]
         if wanted:
             raise PluginFailure(
-                f"{who} has a hook with the wrong signature: {name}{inspect.signature(impl)} "
-                f"asks for {', '.join(map(repr, wanted))}, which the hook does not provide "
-                f"(its specification is {name}{inspect.signature(spec)})."
+                f"{who} has a hook with the wrong signature: "
+                f"{name}({', '.join(p.name for p in params)}) asks for "
+                f"{', '.join(map(repr, wanted))}, which the hook does not provide (its "
+                f"specification is {name}({', '.join(given)}))."
             )
 
 
