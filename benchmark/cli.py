@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="installed methods, datasets, losses, metrics")
     ls.add_argument("--format", choices=("table", "json"), default="table")
     show = sub.add_parser("show", help="the card of a method")
-    show.add_argument("plugin")
+    show.add_argument("method")
     run = sub.add_parser(
         "run",
         help="train and evaluate",
@@ -202,7 +202,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print a method's card (imports only the package that provides it)."""
     from benchmark.registry import registry
 
-    spec = registry().model(args.plugin)
+    spec = registry().model(args.method)
     card = spec.card
     info = registry().info("models", spec.name)
     print(f"{spec.name}: {card.title}\n  {card.authors}, {card.venue}\n  {card.url}\n")
