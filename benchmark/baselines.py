@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.model import CrossViewModel, l2n
-from benchmark.specs import ModelCard, ModelOptions, ModelSpec, Preprocess, Recipe
+from benchmark.api import (
+    CrossViewModel,
+    ModelCard,
+    ModelOptions,
+    ModelSpec,
+    Preprocess,
+    Recipe,
+    l2n,
+)
 
 
 class RawPixels(CrossViewModel):

@@ -86,10 +86,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="installed models, datasets, losses, metrics")
+    ls = sub.add_parser("list", help="installed methods, datasets, losses, metrics")
     ls.add_argument("--format", choices=("table", "json"), default="table")
     show = sub.add_parser("show", help="the card of a method")
-    show.add_argument("plugin")
+    show.add_argument("method")
     run = sub.add_parser(
         "run",
         help="train and evaluate",
@@ -206,34 +206,31 @@ def _configs(args: argparse.Namespace) -> list:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print what is installed."""
+    """Print what is installed, without importing the plugin packages that declare their names."""
     from benchmark.registry import registry
 
     reg = registry()
+    kinds = {"methods": "models", "datasets": "datasets", "losses": "losses", "metrics": "metrics"}
     if args.format == "json":
-        print(
-            json.dumps(
-                {k: sorted(getattr(reg, k)) for k in ("models", "datasets", "losses", "metrics")}
-            )
-        )
+        print(json.dumps({label: reg.names(kind) for label, kind in kinds.items()}))
         return 0
-    for kind in ("models", "datasets", "losses", "metrics"):
-        print(f"{kind}:")
-        for name in sorted(getattr(reg, kind)):
-            origin = reg.origin[(kind, name)]
-            print(f"  {name:24s} {origin.package} {origin.version} (plugin {origin.name})")
-    for name, error in reg.load_errors.items():
-        print(f"broken plugin {name}: {error}")
+    for label, kind in kinds.items():
+        print(f"{label}:")
+        for name in reg.names(kind):
+            info = reg.info(kind, name)
+            print(f"  {name:24s} {info.package} {info.version} (entry point {info.name})")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print a method's card."""
+    """Print a method's card (imports only the package that provides it)."""
     from benchmark.registry import registry
 
-    spec = registry().model(args.plugin)
+    spec = registry().model(args.method)
     card = spec.card
+    info = registry().info("models", spec.name)
     print(f"{spec.name}: {card.title}\n  {card.authors}, {card.venue}\n  {card.url}\n")
+    print(f"package: {info.package} {info.version} (entry point {info.name})\n")
     print(card.summary + "\n")
     print("recipe: " + ", ".join(f"{k}={v}" for k, v in spec.recipe.model_dump().items()))
     print("paper options: " + ", ".join(f"{k}={v}" for k, v in spec.options().model_dump().items()))
@@ -255,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reg = registry()
     configs = _configs(args)
     code = run_all(reg, configs, resume=args.resume, debug=args.debug)
-    return max(code, record_import_failures(import_failures(reg, args.plugins), configs))
+    return max(code, record_import_failures(reg, import_failures(reg, args.plugins), configs))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -18,7 +18,10 @@ class CrossViewModel(nn.Module):
 
     Subclasses implement ``embed_ground`` and ``embed_aerial`` and set ``preprocess``
     (the input contract the harness applies) and ``descriptor_dim``. ``forward`` returns a
-    dict so methods with extra outputs (offsets, raw descriptors) fit the same loop.
+    dict so methods with extra outputs (offsets, raw descriptors) fit the same loop. A model
+    that regresses where the ground image lies within its retrieved tile sets
+    ``predicts_offsets`` and implements ``predict_offsets``; evaluation then refines the
+    top-1 position with it (metre-level metrics).
     ``initialisation`` says where the starting weights came from ('from scratch' or
     'imagenet:<source>'); it is recorded in every result.
     """
@@ -26,6 +29,7 @@ class CrossViewModel(nn.Module):
     preprocess: Preprocess
     descriptor_dim: int
     initialisation: str = "not stated by the plugin"
+    predicts_offsets: bool = False
 
     def adapt_checkpoint(
         self, checkpoint: Mapping[str, Any], source: str
@@ -48,6 +52,11 @@ class CrossViewModel(nn.Module):
     def forward(self, ground: torch.Tensor, aerial: torch.Tensor) -> dict[str, torch.Tensor]:
         """Embed a batch of pairs; keys 'ground' and 'aerial'."""
         return {"ground": self.embed_ground(ground), "aerial": self.embed_aerial(aerial)}
+
+    def predict_offsets(self, ground: torch.Tensor, aerial: torch.Tensor) -> torch.Tensor:
+        """(B, 2) offsets (east, north) of each ground image from the centre of the paired
+        aerial tile, in half-tile units; called only when ``predicts_offsets`` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict offsets")
 
     def branches(self) -> dict[str, nn.Module]:
         """The modules of each branch, for per-branch parameter counts (shared ones in both)."""

@@ -65,7 +65,7 @@ def offset_refiner(
     device: torch.device,
 ) -> Refiner | None:
     """top1 -> {'offset': metres} when the model predicts offsets and SPLIT has them, else None."""
-    if not getattr(model, "predicts_offsets", False) or split.offsets is None:
+    if not model.predicts_offsets or split.offsets is None:
         return None
     if not split.aerial_tile_metres:
         return None

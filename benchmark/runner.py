@@ -125,7 +125,6 @@ def planned_result(reg: Registry, cfg: RunConfig) -> results.RunResult:
     split = cfg.split or (
         reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?"
     )
-    origin = reg.origin.get(("models", cfg.plugin))
     return results.RunResult(
         plugin=cfg.plugin,
         variant=cfg.variant,
@@ -140,7 +139,7 @@ def planned_result(reg: Registry, cfg: RunConfig) -> results.RunResult:
         started=results.now(),
         git_commit=results.git_commit(),
         card=results.CardSnapshot.of(spec.card),
-        plugin_package=results.PluginPackage.of(origin) if origin else None,
+        plugin_package=results.PluginPackage.of(reg.provenance(cfg.plugin)),
     )
 
 
@@ -213,8 +212,8 @@ def run_job(
                 device,
                 job_paths(result),
                 resume=resume,
-                on_epoch_end=lambda e, logs: reg.pm.hook.benchmark_on_epoch_end(
-                    plugin=cfg.plugin, epoch=e, logs=logs
+                on_epoch_end=lambda e, logs: reg.hook.benchmark_on_epoch_end(
+                    method=cfg.plugin, plugin=cfg.plugin, epoch=e, logs=logs
                 ),
             )
             result.train_seconds = report.seconds
@@ -318,13 +317,14 @@ def run_all(
 
 
 def import_failures(reg: Registry, names: list[str]) -> dict[str, str]:
-    """The requested plugins (every one for ['all']) that are installed but failed to import."""
-    wanted = set(reg.load_errors) if names == ["all"] else set(names)
-    return {n: e for n, e in sorted(reg.load_errors.items()) if n in wanted and n not in reg.models}
+    """The requested methods (every one for ['all']) whose plugin package failed to load."""
+    return reg.failures(names)
 
 
-def record_import_failures(failures: dict[str, str], configs: list[RunConfig]) -> int:
-    """Write a failed result for each plugin that could not be imported; 1 if there was one."""
+def record_import_failures(
+    reg: Registry, failures: dict[str, str], configs: list[RunConfig]
+) -> int:
+    """Write a failed result for each method whose package failed to load; 1 if there was one."""
     for name, error in failures.items():
         like = configs[0]
         result = results.RunResult(
@@ -335,7 +335,8 @@ def record_import_failures(failures: dict[str, str], configs: list[RunConfig]) -
             split=like.split or "default",
             seed=like.seed,
             status="failed",
-            error=f"Plugin {name!r} failed to import ({error}). Fix or reinstall its package.",
+            error=error,
+            plugin_package=results.PluginPackage.of(reg.provenance(name)),
             started=results.now(),
             finished=results.now(),
             git_commit=results.git_commit(),
@@ -411,7 +412,7 @@ def _run_each(
                 f"Could not write the result to {str(cfg.results_dir)!r} ({exc.strerror}). "
                 "Choose a writable --results-dir with free space."
             ) from exc
-        reg.pm.hook.benchmark_on_result(result=result, path=path)
+        reg.hook.benchmark_on_result(result=result, path=path)
         print(
             summary_line(result),
             file=sys.stdout if result.status == "ok" else sys.stderr,

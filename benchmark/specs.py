@@ -1,18 +1,26 @@
-"""Typed specifications that plugins return from the collecting hooks."""
+"""Typed, validated specifications that plugin packages return from the collecting hooks.
+
+Specs and cards are checked when they are created: an unknown field, a wrong type, a name
+the command line cannot carry or a missing variant is an error naming the field, so a
+wrong plugin package fails when it loads, not when a run reaches it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
 if TYPE_CHECKING:
-    import torch
-
     from benchmark.data.base import DatasetBundle
+    from benchmark.metrics import Evaluation
     from benchmark.model import CrossViewModel
+    from benchmark.protocols import Loss
     from benchmark.weights import PretrainedWeights
 
 Size = tuple[int, int]
@@ -21,6 +29,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Caffe VGG16 input as the TF1 codes of CVM-Net, SAFA and VIGOR feed it: BGR pixel values in
 # 0..255 minus (103.939, 116.779, 123.6) (their loaders' red mean, not Caffe's 123.68).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.6)
+REQUIRED_VARIANTS = ("paper", "tiny")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+def check_name(name: str) -> str:
+    """A spec name is what the command line and file names carry: letters, digits, . _ -."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class ModelOptions(BaseModel):
@@ -60,7 +81,17 @@ class Recipe(BaseModel):
     mining: bool = False
 
 
-@dataclass(frozen=True)
+if TYPE_CHECKING:
+    ModelBuilder = Callable[[ModelOptions], CrossViewModel]
+    DatasetBuilder = Callable[[Any, str, Mapping[str, Any]], DatasetBundle]
+    LossBuilder = Callable[..., Loss]
+    MetricFunction = Callable[[Evaluation], Mapping[str, Any]]
+    MetricGate = Callable[[Evaluation], bool]
+else:  # checked as callables when a spec is made; the precise types above are for readers
+    ModelBuilder = DatasetBuilder = LossBuilder = MetricFunction = MetricGate = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class Preprocess:
     """The input contract of a model: sizes, polar aerial or not, and pixel normalisation.
 
@@ -91,7 +122,7 @@ class Preprocess:
         return f"{order}, (x / 255 - mean) / std"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ModelCard:
     """What a paper claims: citation, inputs, recipe, and the numbers it reports."""
 
@@ -105,38 +136,85 @@ class ModelCard:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ModelSpec:
-    """A method plugin: options (paper defaults), named variants, recipe, card and builder."""
+    """A method: options (paper defaults), named variants, recipe, card and builder.
+
+    ``variants`` must hold ``paper`` (the paper's configuration, usually ``{}``) and
+    ``tiny`` (the same code path, narrowed to train on a CPU); each is checked against
+    ``options`` here. ``quick`` holds run settings of the quick regime (checked against the
+    run configuration when the plugin package loads).
+    """
 
     name: str
     options: type[ModelOptions]
-    build: Callable[[ModelOptions], CrossViewModel]
+    build: ModelBuilder
     recipe: Recipe
     card: ModelCard
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     quick: Mapping[str, Any] = field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _method_name(cls, name: str) -> str:
+        if name == "all":
+            raise ValueError("'all' is reserved (--plugins all runs every method)")
+        return check_name(name)
 
-@dataclass(frozen=True)
+    @field_validator("variants")
+    @classmethod
+    def _required_variants(cls, variants: Mapping[str, Any]) -> Mapping[str, Any]:
+        missing = [v for v in REQUIRED_VARIANTS if v not in variants]
+        if missing:
+            raise ValueError(
+                f"missing {', '.join(repr(v) for v in missing)}: every method has 'paper' "
+                "(its paper's configuration, usually {}) and 'tiny' (the same code path "
+                "narrowed to train on a CPU; the quick regime uses it)"
+            )
+        for variant in variants:
+            check_name(variant)
+        return variants
+
+    def __post_init__(self) -> None:
+        for variant, values in self.variants.items():
+            try:
+                self.options(**values)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"variant {variant!r} has invalid options ({problems})") from None
+
+
+@dataclass(frozen=True, config=STRICT)
 class DatasetSpec:
     """A dataset plugin: its splits and a builder from (root, split, options)."""
 
     name: str
     splits: tuple[str, ...]
     default_split: str
-    build: Callable[..., DatasetBundle]
+    build: DatasetBuilder
     description: str = ""
     needs_root: bool = True
 
+    _name = field_validator("name")(check_name)
 
-@dataclass(frozen=True)
+    def __post_init__(self) -> None:
+        if self.default_split not in self.splits:
+            raise ValueError(
+                f"default_split {self.default_split!r} is not one of the splits {self.splits}"
+            )
+
+
+@dataclass(frozen=True, config=STRICT)
 class LossSpec:
-    """A loss plugin: build(**options) returns a callable (outputs, batch) -> scalar tensor."""
+    """A loss plugin: build(**options) returns a Loss, called as loss(outputs, batch)."""
 
     name: str
-    build: Callable[..., Callable[[Mapping[str, torch.Tensor], Mapping[str, Any]], torch.Tensor]]
+    build: LossBuilder
     description: str = ""
+
+    _name = field_validator("name")(check_name)
 
 
 class MetricDisplay(BaseModel):
@@ -175,13 +253,20 @@ class MetricDisplay(BaseModel):
         return self.label or self.key
 
 
-@dataclass(frozen=True)
+def always(evaluation: Evaluation) -> bool:
+    """The default gate of a metric: it applies to every evaluation."""
+    return True
+
+
+@dataclass(frozen=True, config=STRICT)
 class MetricSpec:
-    """A metric plugin: compute(evaluation) -> {name: value}; applies(evaluation) gates it;
-    display declares how the leaderboard shows the keys it computes."""
+    """A metric plugin: compute(evaluation) -> {key: value}, merged into the result's metrics
+    when applies(evaluation) is true; display declares how the leaderboard shows its keys."""
 
     name: str
-    compute: Callable[[Any], dict[str, Any]]
-    applies: Callable[[Any], bool] = lambda evaluation: True
+    compute: MetricFunction
+    applies: MetricGate = always
     description: str = ""
     display: tuple[MetricDisplay, ...] = ()
+
+    _name = field_validator("name")(check_name)

@@ -27,6 +27,7 @@ from benchmark.distributed import IMAGE_KEYS
 from benchmark.errors import TrainingError
 from benchmark.mining import MiningSampler
 from benchmark.model import CrossViewModel
+from benchmark.protocols import SemiPositiveLoss, StagedLoss
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -117,7 +118,7 @@ class TrainStep(torch.nn.Module):
     def forward(self, data: dict[str, Any]) -> torch.Tensor:
         """The loss of the global batch that DATA (this rank's slice) belongs to."""
         out = self.model(data["ground"], data["aerial"])
-        if getattr(self.loss_fn, "uses_semi", False) and "semi" in data:
+        if isinstance(self.loss_fn, SemiPositiveLoss) and self.loss_fn.uses_semi and "semi" in data:
             out["semi"] = self.model.embed_aerial(data["semi"])
         out = distributed.gather_outputs(out, self.world)
         whole = distributed.gather_data(data, self.world)
@@ -213,7 +214,7 @@ def train(
             if skip and mined is not None:  # mid-epoch: this epoch's lists, not a new refresh
                 miner.load_state_dict(mined)
             generator.manual_seed(cfg.seed * 1_000_003 + epoch)
-            if hasattr(loss_fn, "set_epoch"):  # staged losses (VIGOR: triplet, then hybrid)
+            if isinstance(loss_fn, StagedLoss):  # VIGOR: triplet, then hybrid
                 loss_fn.set_epoch(epoch)
             model.train()
             total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)

@@ -27,8 +27,8 @@ def test_list_json_names_every_kind() -> None:
     out = cli("list", "--format", "json")
     assert out.returncode == 0, out.stderr
     listing = json.loads(out.stdout)
-    assert set(listing) == {"models", "datasets", "losses", "metrics"}
-    assert "safa" in listing["models"] and "synthetic" in listing["datasets"]
+    assert set(listing) == {"methods", "datasets", "losses", "metrics"}
+    assert "safa" in listing["methods"] and "synthetic" in listing["datasets"]
     assert "soft-margin-triplet" in listing["losses"] and "recall" in listing["metrics"]
 
 
@@ -95,7 +95,7 @@ class StopAfter:
         self.epoch = epoch
 
     @hookimpl
-    def benchmark_on_epoch_end(self, plugin: str, epoch: int, logs: dict) -> None:
+    def benchmark_on_epoch_end(self, method: str, epoch: int, logs: dict) -> None:
         if epoch == self.epoch:
             raise RuntimeError("injected interruption")
 

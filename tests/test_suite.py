@@ -102,7 +102,7 @@ def _suite_file(tmp_path: Path, **over: Any) -> Path:
     ("over", "message"),
     [
         ({"seed": [0]}, "seed: Extra inputs are not permitted"),
-        ({"groups": [{"methods": ["safaa"]}]}, "Unknown model 'safaa'. Did you mean 'safa'?"),
+        ({"groups": [{"methods": ["safaa"]}]}, "Unknown method 'safaa'. Did you mean 'safa'?"),
         ({"settings": {"epoch": 3}}, "Unknown setting 'epoch'. Did you mean 'epochs'"),
         ({"protocols": ["fov=0"]}, "a field of view is 1 to 360 degrees"),
         ({"groups": []}, "groups: List should have at least 1 item"),

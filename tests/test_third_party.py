@@ -1,9 +1,11 @@
-"""A third-party plugin package, installed with pip, runs through the CLI onto the leaderboard;
-a broken or clashing plugin is named in a clear message while the others keep working."""
+"""A third-party plugin package, installed with pip, passes its own tests and runs through the
+CLI onto the leaderboard; a broken or clashing package is named in a clear message while the
+others keep working, and a built-in is never replaced."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -63,7 +65,7 @@ def test_installed_example_lists_runs_and_reaches_the_leaderboard(
     listing = _cli(env, "list")
     assert listing.returncode == 0, listing.stderr
     line = next(x for x in listing.stdout.splitlines() if "example-gem" in x)
-    assert "cvgl-example-gem 0.1.0 (plugin example_gem)" in line
+    assert "cvgl-example-gem 0.1.0 (entry point example_gem)" in line
 
     results = tmp_path / "results"
     sets = [f"--set=dataset_options.{k}={v}" for k, v in TINY_WORLD.items()]
@@ -73,7 +75,10 @@ def test_installed_example_lists_runs_and_reaches_the_leaderboard(
         "--device", "cpu", "--results-dir", str(results), "--set", "profile=false", *sets,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert list(results.glob("synthetic-test__example-gem-tiny-quick-seed0.json"))
+    (found,) = results.glob("synthetic-test__example-gem-tiny-quick-seed0.json")
+    result = json.loads(found.read_text())
+    package = result["plugin_package"]
+    assert (package["package"], package["version"]) == ("cvgl-example-gem", "0.1.0")
 
     page = tmp_path / "page" / "LEADERBOARD.md"
     board = _cli(env, "leaderboard", "--results-dir", str(results), "--output", str(page))
@@ -85,6 +90,23 @@ def test_installed_example_lists_runs_and_reaches_the_leaderboard(
     assert (page.parent / "plots" / "recall-synthetic-test.png").stat().st_size > 0
 
 
+def test_the_example_package_passes_its_own_tests(site: Path, tmp_path: Path) -> None:
+    env = _env(site, "example_gem")
+    env["CVGL_BENCHMARK_CACHE"] = str(tmp_path / "cache")
+    tests = tmp_path / "src" / "tests"
+    shutil.copytree(EXAMPLE, tmp_path / "src", ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "4 passed" in run.stdout
+
+
 def test_broken_and_clashing_plugins_are_named_and_the_others_still_load(
     site: Path, tmp_path: Path
 ) -> None:
@@ -93,7 +115,7 @@ def test_broken_and_clashing_plugins_are_named_and_the_others_still_load(
     (bad / "broken_plugin.py").write_text('raise RuntimeError("broken on purpose")\n')
     (bad / "clash_plugin.py").write_text(
         "from dataclasses import replace\n"
-        "from benchmark.hookspecs import hookimpl\n"
+        "from benchmark.api import hookimpl\n"
         "from cvgl_example_gem import SPEC\n\n\n"
         "@hookimpl\n"
         "def benchmark_models():\n"
@@ -108,10 +130,14 @@ def test_broken_and_clashing_plugins_are_named_and_the_others_still_load(
     env["PYTHONPATH"] = os.pathsep.join([str(bad), env["PYTHONPATH"]])
     listing = _cli(env, "list")
     assert listing.returncode == 0, listing.stderr
-    assert "plugin 'broken_plugin' from package broken-plugin failed to import" in listing.stderr
-    assert "broken on purpose" in listing.stderr
-    assert "Duplicate model name 'safa'" in listing.stderr
-    assert "package clash-plugin" in listing.stderr and "package cvgl-benchmark" in listing.stderr
-    models = listing.stdout.split("datasets:")[0]
-    assert "example-gem" in models and "cvm_net" in models
-    assert "  safa " not in models  # a clashing name is unusable until one package goes
+    assert (
+        "Package broken-plugin 0.1 (entry point broken_plugin) failed to import (RuntimeError: "
+        "broken on purpose). The other plugin packages still work." in listing.stderr
+    )
+    assert (
+        "Package clash-plugin 0.1 (entry point clash_plugin) also provides the method 'safa', "
+        "which is built into package cvgl-benchmark" in listing.stderr
+    )
+    methods = listing.stdout.split("datasets:")[0]
+    assert "example-gem" in methods and "cvm_net" in methods
+    assert "  safa                     cvgl-benchmark " in methods  # the built-in stays

@@ -36,8 +36,8 @@ def migrate_command(results_dir: Path) -> int:
     for path in _older(Path(results_dir)):
         result = results.load(path)
         spec = reg.models.get(result.plugin)
-        origin = reg.origin.get(("models", result.plugin))
-        if spec is None or origin is None:
+        origin = reg.provenance(result.plugin)
+        if spec is None or origin.package == "?":
             missing[result.plugin] = missing.get(result.plugin, 0) + 1
             continue
         result.card = results.CardSnapshot.of(spec.card)

@@ -6,8 +6,7 @@ Registers the model and two losses: ``mhnw`` (the paper's) and ``soft-margin-bat
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import LossSpec, ModelCard, ModelSpec, Recipe
+from benchmark.api import LossSpec, ModelCard, ModelSpec, Recipe, hookimpl
 from plugins.aenet.loss import LOSSES, BatchHardSoftMargin, MHNWLoss, mhnw_from_distances
 from plugins.aenet.model import AENet, AENetOptions
 

@@ -14,9 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import BenchmarkError
-from benchmark.losses import pair_distances
-from benchmark.specs import LossSpec
+from benchmark.api import BenchmarkError, LossSpec, pair_distances
 
 REDUCTIONS = ("anchor", "pooled")
 

@@ -10,13 +10,17 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.layers import BAM, CBAM, TripletAttention
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess, Size
-from benchmark.weights import (
+from benchmark.api import (
+    BAM,
+    CBAM,
     FROM_SCRATCH,
+    BenchmarkError,
+    ModelOptions,
+    Preprocess,
     PretrainedWeights,
+    Size,
+    TripletAttention,
+    TwoBranchModel,
     flat_state_dict,
     load_into,
     pretrained_state,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import ModelCard, ModelSpec, Recipe
+from benchmark.api import ModelCard, ModelSpec, Recipe, hookimpl
 from plugins.cvm_net.model import CVMNet, CVMNetOptions
 
 __all__ = ["CVMNet", "CVMNetOptions", "SPEC"]

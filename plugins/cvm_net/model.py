@@ -9,11 +9,20 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from benchmark.backbones import VGG16_CFG, VGG16_WEIGHTS, vgg16_weights, vgg_preprocess, vgg_trunk
-from benchmark.layers import NetVLAD
-from benchmark.model import CrossViewModel, l2n
-from benchmark.specs import ModelOptions, Size
-from benchmark.weights import FROM_SCRATCH, PretrainedWeights
+from benchmark.api import (
+    FROM_SCRATCH,
+    VGG16_CFG,
+    VGG16_WEIGHTS,
+    CrossViewModel,
+    ModelOptions,
+    NetVLAD,
+    PretrainedWeights,
+    Size,
+    l2n,
+    vgg16_weights,
+    vgg_preprocess,
+    vgg_trunk,
+)
 
 # Four narrow stages with BatchNorm, for training from scratch on a CPU.
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, "M", 128, 128)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import ModelCard, ModelSpec, Recipe
+from benchmark.api import ModelCard, ModelSpec, Recipe, hookimpl
 from plugins.l2ltr.attention import SelfCrossAttention, SelfCrossBlock, SelfCrossEncoder
 from plugins.l2ltr.model import L2LTR, L2LTROptions
 

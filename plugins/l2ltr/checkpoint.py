@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from benchmark.weights import unmapped_error
+from benchmark.api import (
+    unmapped_error,
+)
 
 VIEWS = {"model_grd": "ground", "model_sat": "aerial"}
 EMBED = "transformer.embeddings."

@@ -11,12 +11,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
-from benchmark.weights import (
+from benchmark.api import (
     FROM_SCRATCH,
+    BenchmarkError,
+    ModelOptions,
+    Preprocess,
     PretrainedWeights,
+    TwoBranchModel,
     flat_state_dict,
     load_into,
     pretrained_state,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import ModelCard, ModelSpec, Recipe
+from benchmark.api import ModelCard, ModelSpec, Recipe, hookimpl
 from plugins.safa.model import SAFA, SAFAOptions, SpatialAwareAggregation
 
 __all__ = ["SAFA", "SAFAOptions", "SpatialAwareAggregation", "SPEC"]

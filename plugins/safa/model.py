@@ -9,10 +9,18 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from benchmark.backbones import VGG16_CFG, VGG16_WEIGHTS, vgg16_weights, vgg_preprocess, vgg_trunk
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Size
-from benchmark.weights import FROM_SCRATCH, PretrainedWeights
+from benchmark.api import (
+    FROM_SCRATCH,
+    VGG16_CFG,
+    VGG16_WEIGHTS,
+    ModelOptions,
+    PretrainedWeights,
+    Size,
+    TwoBranchModel,
+    vgg16_weights,
+    vgg_preprocess,
+    vgg_trunk,
+)
 
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import LossSpec, ModelCard, ModelSpec, Recipe
+from benchmark.api import LossSpec, ModelCard, ModelSpec, Recipe, hookimpl
 from plugins.saig.losses import LOSSES, InfoNCE, SemiTriplet, info_nce, semi_triplet
 from plugins.saig.model import SAIG, SMD, AttentionBlock, SAIGOptions
 

@@ -19,7 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmark.weights import flat_state_dict, unmapped_error
+from benchmark.api import (
+    flat_state_dict,
+    unmapped_error,
+)
 
 VIEWS = {"model_grd": "ground", "model_sat": "aerial"}
 SMD_LAYERS = {"linear1": "fc1", "linear2": "fc2", "linear3": "fc3"}

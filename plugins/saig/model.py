@@ -10,10 +10,16 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
-from benchmark.weights import FROM_SCRATCH, PretrainedWeights, load_into, pretrained_state
+from benchmark.api import (
+    FROM_SCRATCH,
+    BenchmarkError,
+    ModelOptions,
+    Preprocess,
+    PretrainedWeights,
+    TwoBranchModel,
+    load_into,
+    pretrained_state,
+)
 from plugins.saig.checkpoint import imagenet_backbone_state, is_official, official_state
 
 STEM_STRIDES = (2, 2, 1, 2, 1, 2)

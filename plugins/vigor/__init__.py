@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import LossSpec, ModelCard, ModelSpec, Recipe
+from benchmark.api import LossSpec, ModelCard, ModelSpec, Recipe, hookimpl
 from plugins.vigor.losses import LOSSES, IouSemiLoss, OffsetLoss, VigorHybridLoss, square_iou
 from plugins.vigor.model import OffsetHead, Vigor, VigorOptions
 

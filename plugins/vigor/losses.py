@@ -12,9 +12,7 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import BenchmarkError
-from benchmark.losses import soft_margin_triplet
-from benchmark.specs import LossSpec
+from benchmark.api import BenchmarkError, LossSpec, soft_margin_triplet
 
 
 def square_iou(offset: torch.Tensor, side: torch.Tensor | float) -> torch.Tensor:

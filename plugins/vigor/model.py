@@ -8,8 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchmark.model import l2n
-from benchmark.specs import Size
+from benchmark.api import Size, l2n
 from plugins.safa.model import SAFA, SAFAOptions
 
 

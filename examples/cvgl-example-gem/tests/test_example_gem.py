@@ -1,4 +1,4 @@
-"""The example plugin's own tests: contract, sizes, and registration through its entry point."""
+"""The example plugin's own tests: the harness's conformance check, sizes, and metadata."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from importlib import metadata
 import torch
 from cvgl_example_gem import SPEC, GeMNet, GeMOptions
 
-from benchmark.config import resolve
+from benchmark.api import check_method
+
+
+def test_method_conforms_to_the_plugin_contract() -> None:
+    result = check_method("example-gem")  # builds, trains, evaluates, reloads and profiles
+    assert result.plugin_package.package == "cvgl-example-gem"
+    assert result.model_options["dim"] == SPEC.variants["tiny"]["dim"]
 
 
 def test_descriptors_are_unit_length_and_sized_by_options() -> None:
@@ -28,11 +34,7 @@ def test_paper_configuration_size_counted_on_meta_device() -> None:
     assert sum(p.numel() for p in model.parameters()) == 2 * per_branch
 
 
-def test_quick_regime_uses_the_tiny_variant_and_small_inputs() -> None:
-    cfg = resolve(SPEC, {}, quick=True)
-    assert cfg.variant == "tiny" and cfg.model["ground_size"] == (32, 128)
-
-
-def test_entry_point_is_installed() -> None:
-    eps = metadata.entry_points(group="cvgl_benchmark", name="example_gem")
-    assert [ep.value for ep in eps] == ["cvgl_example_gem"]
+def test_entry_points_name_the_package_and_its_method() -> None:
+    plugin = metadata.entry_points(group="cvgl_benchmark", name="example_gem")
+    methods = metadata.entry_points(group="cvgl_benchmark.methods", name="example-gem")
+    assert [ep.value for ep in plugin] == [ep.value for ep in methods] == ["cvgl_example_gem"]

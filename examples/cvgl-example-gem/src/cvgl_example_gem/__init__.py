@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.hookspecs import hookimpl
-from benchmark.specs import ModelCard, ModelSpec, Recipe
+from benchmark.api import ModelCard, ModelSpec, Recipe, hookimpl
 from cvgl_example_gem.model import GeM, GeMNet, GeMOptions
 
 __all__ = ["GeM", "GeMNet", "GeMOptions", "SPEC"]

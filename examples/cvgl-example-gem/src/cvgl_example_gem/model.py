@@ -6,8 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchmark.model import TwoBranchModel
-from benchmark.specs import ModelOptions, Preprocess
+from benchmark.api import ModelOptions, Preprocess, TwoBranchModel
 
 
 class GeMOptions(ModelOptions):
