@@ -318,8 +318,6 @@ def train(
                 miner.load_state_dict(state["miner"], topk=False)
                 mined = state["miner"]
             report.epochs_completed = ckpt.epoch
-            if world.is_main:  # a best file newer than the checkpoint belongs to no history
-                prune_best(ckpt_dir, best_epoch(report.history))
         elif not resume and world.is_main:
             checkpoint.clear(ckpt_dir)
 
@@ -418,6 +416,8 @@ def train(
                 if best == epoch + 1:
                     save_best(ckpt_dir, best, model)
                 checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
+                # once the checkpoint holds the history that chose it, other best files go
+                # (also one newer than the checkpoint a run resumed from)
                 prune_best(ckpt_dir, best)
                 print(epoch_line(logs, cfg.epochs, time.perf_counter() - started), flush=True)
             if on_epoch_end is not None and world.is_main:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from benchmark import train as train_module
 from benchmark.config import model_options, resolve
@@ -114,6 +115,10 @@ def test_the_best_epoch_is_evaluated_and_its_weights_reproduce_it(
     weights = Path(training["selected_weights"])
     assert weights.name == "best-epoch-00002.safetensors"
     assert sorted(p.name for p in weights.parent.glob("best-*")) == [weights.name]
+    kept = load_file(weights)  # epoch 2's weights, as its checkpoint holds them
+    second, third = (load_file(weights.parent / f"epoch-0000{e}/model.safetensors") for e in (2, 3))
+    assert all(torch.equal(kept[k], second[k]) for k in kept)
+    assert not all(torch.equal(kept[k], third[k]) for k in kept)
     eval_only = {**tiny_run, "epochs": 0}
     again = job(eval_only, weights=weights)
     last = job(eval_only, weights=Path(training["checkpoint"]) / "model.safetensors")
@@ -131,7 +136,9 @@ def test_a_run_that_selects_the_last_epoch_keeps_no_extra_record(
     assert result.training["selected_epoch"] == 2 and "final_metrics" not in result.training
 
 
-def test_resume_drops_best_weights_newer_than_its_checkpoint(tiny_run: dict[str, Any]) -> None:
+def test_best_weights_newer_than_a_resumed_checkpoint_are_dropped(
+    tiny_run: dict[str, Any],
+) -> None:
     first = job({**tiny_run, "epochs": 1})
     folder = Path(first.training["checkpoint"]).parent
     stale = folder / "best-epoch-00009.safetensors"  # written by a run killed after it
