@@ -99,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_run_args(run)
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    run.add_argument(
+        "--amp",
+        action="store_true",
+        help="train in mixed precision: fp16 autocast with loss scaling, CUDA only "
+        "(same as --set precision=fp16; default: the recipe's, fp32 for every paper)",
+    )
     ev = sub.add_parser("eval", help="evaluate weights or saved descriptors without training")
     _add_run_args(ev)
     source = ev.add_mutually_exclusive_group(required=True)
@@ -176,6 +182,8 @@ def _user_settings(args: argparse.Namespace) -> dict[str, Any]:
         user = merge(user, {"model": {"pretrained": args.pretrained}})
     if args.skip_bad_images:
         user = merge(user, {"dataset_options": {"skip_bad_images": True}})
+    if getattr(args, "amp", False):  # run only
+        user = merge(user, {"precision": "fp16"})
     return merge(user, parse_sets(args.sets))
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from benchmark.errors import BenchmarkError
 from benchmark.specs import ModelOptions, ModelSpec
@@ -29,6 +36,9 @@ RECIPE_KEYS = (
     "loss_options",
     "sam_rho",
     "mining",
+    "selection",
+    "precision",
+    "augment",
 )
 
 # The documented quick regime (CPU): tiny variants trained from scratch for a few minutes. The
@@ -44,6 +54,7 @@ QUICK_REGIME: dict[str, Any] = {
     "schedule": "cosine",
     "warmup_steps": 0,
     "sam_rho": None,
+    "selection": "best",  # one protocol for every method: best epoch on a validation split
 }
 
 
@@ -83,6 +94,27 @@ class RunConfig(BaseModel):
     mining: bool = Field(False, description="global hard-negative mining batches (VIGOR)")
     mining_pool: int = Field(40_000, ge=1, description="tiles per mining pool (capped at dataset)")
     mining_k: int = Field(100, ge=1, description="most similar pool tiles kept per panorama")
+    selection: Literal["last", "best"] = Field(
+        "last",
+        description="the epoch evaluated on test: the last, or the best by validation R@1",
+    )
+    val_fraction: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="share of the training panoramas held out as a validation split, scored "
+        "(R@1) after every epoch; None: 0.05 when selection is 'best', else 0 (none)",
+    )
+    val_seed: int = Field(0, ge=0, description="seed of the validation split (not the run seed)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="training arithmetic: fp32, bf16 autocast, or fp16 autocast with loss "
+        "scaling (CUDA only; --amp)",
+    )
+    augment: list[str] = Field(
+        default_factory=list,
+        description="training augmentations (never at evaluation), e.g. circular-shift",
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     seed: int = Field(0, ge=0)
     deterministic: bool = True
@@ -110,6 +142,37 @@ class RunConfig(BaseModel):
         if value.startswith("fov=") and not 0 < int(value[4:]) <= 360:
             raise ValueError("a field of view is 1 to 360 degrees, e.g. fov=90")
         return value
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        from benchmark.data.augment import check_names  # torch: not for the leaderboard
+
+        return check_names(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_validation_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("val_fraction") is None:
+            best = data.get("selection", "last") == "best"
+            data = {**data, "val_fraction": 0.05 if best else 0.0}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.selection == "best" and not self.val_fraction:
+            raise ValueError(
+                "selection=best picks the epoch on a validation split: give val_fraction > 0 "
+                "or use selection=last"
+            )
+        if self.precision == "fp16" and self.sam_rho is not None:
+            raise ValueError(
+                "precision=fp16 needs loss scaling, which the two passes of ASAM (sam_rho) do "
+                "not support here; use precision=bf16 or fp32, or sam_rho=null"
+            )
+        return self
 
 
 def parse_value(text: str) -> Any:
@@ -185,11 +248,16 @@ def _check_keys(data: dict[str, Any], fields: dict[str, Any], where: str) -> Non
 
 
 def validation_message(exc: ValidationError, prefix: str = "") -> str:
-    """One line per invalid field: name, problem, and the value given."""
+    """One line per invalid field: name, problem, and the value given (a problem between
+    fields is its message alone)."""
     lines = []
     for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:
+            lines.append(msg)
+            continue
         loc = prefix + ".".join(str(p) for p in err["loc"])
-        lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+        lines.append(f"{loc}: {msg} (got {err.get('input')!r})")
     return "Invalid configuration: " + "; ".join(lines) + "."
 
 
@@ -199,6 +267,8 @@ def resolve(spec: ModelSpec, user: dict[str, Any], quick: bool) -> RunConfig:
     recipe = spec.recipe.model_dump()
     layers: dict[str, Any] = {k: recipe[k] for k in RECIPE_KEYS}
     layers["plugin"] = spec.name
+    dataset = user.get("dataset", RunConfig.model_fields["dataset"].default)
+    layers = merge(layers, recipe["datasets"].get(dataset, {}))  # e.g. SAFA's CVACT mask
     if quick:
         layers = merge(layers, {**QUICK_REGIME, "regime": "quick"})
         layers = merge(layers, dict(spec.quick))
@@ -218,7 +288,13 @@ def resolve(spec: ModelSpec, user: dict[str, Any], quick: bool) -> RunConfig:
     return run
 
 
-METHOD_KEYS = ("loss", "loss_options", "mining", "sam_rho")  # what a method ablation changes
+METHOD_KEYS = (
+    "loss",
+    "loss_options",
+    "mining",
+    "sam_rho",
+    "augment",
+)  # what a method ablation changes
 
 
 def options_tag(spec: ModelSpec, run: RunConfig) -> str:
@@ -232,7 +308,7 @@ def options_tag(spec: ModelSpec, run: RunConfig) -> str:
     def plain(value: Any) -> Any:
         return json.loads(json.dumps(value, sort_keys=True, default=str))
 
-    base = resolve(spec, {"variant": run.variant}, run.regime == "quick")
+    base = resolve(spec, {"variant": run.variant, "dataset": run.dataset}, run.regime == "quick")
     model, own = (model_options(spec, r).model_dump(mode="json") for r in (base, run))
     for opts in (model, own):  # which weights file is recorded in the result, not its name
         opts["pretrained"] = pretrained_identity(opts["pretrained"])

@@ -13,6 +13,7 @@ profiles and writes the result. Without torchrun every helper here is the identi
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,8 +97,9 @@ def init(device: str) -> World:
 
 
 def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> tqdm:
-    """A tqdm progress bar, shown by rank 0 only."""
-    return tqdm(iterable, disable=not current().is_main, **kwargs)
+    """A tqdm progress bar, shown by rank 0 only and only on a terminal (a redirected
+    stderr gets no bar frames; training prints one line per epoch instead)."""
+    return tqdm(iterable, disable=not (current().is_main and sys.stderr.isatty()), **kwargs)
 
 
 def shutdown() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmark.errors import BenchmarkError
 from benchmark.specs import LossSpec
 
 
@@ -22,32 +23,62 @@ def pair_distances(ground: torch.Tensor, aerial: torch.Tensor) -> torch.Tensor:
 
 
 def soft_margin_triplet(
-    ground: torch.Tensor, aerial: torch.Tensor, alpha: float = 10.0
+    ground: torch.Tensor,
+    aerial: torch.Tensor,
+    alpha: float = 10.0,
+    useful: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted soft-margin ranking loss over all in-batch negatives, both directions (CVM-Net).
 
     Reproduces the reference quirk: the sums include the diagonal (ln 2 each) while the
-    divisor is B(B-1); this shifts the value, not the gradient.
+    divisor is B(B-1); this shifts the value, not the gradient. USEFUL (B, B), 1 where a pair
+    counts, is SAFA's CVACT mask: the margin of every other pair is zeroed (a constant ln 2,
+    no gradient) and the divisor is the number of useful pairs, as in its code.
     """
     d = pair_distances(ground, aerial)
     pos = torch.diagonal(d)
     b = d.shape[0]
-    n = b * (b - 1)
-    g2s = F.softplus(alpha * (pos[None, :] - d)).sum() / n
-    s2g = F.softplus(alpha * (pos[:, None] - d)).sum() / n
+    if useful is None:
+        mask, n = 1.0, b * (b - 1)
+    else:
+        mask, n = useful.to(d.dtype), useful.sum().clamp_min(1)
+    g2s = F.softplus(alpha * (pos[None, :] - d) * mask).sum() / n
+    s2g = F.softplus(alpha * (pos[:, None] - d) * mask).sum() / n
     return (g2s + s2g) / 2
 
 
-class SoftMarginTriplet:
-    """The weighted soft-margin triplet loss as a loss plugin (alpha = 10 by default)."""
+def far_pairs(xy: torch.Tensor, metres: float) -> torch.Tensor:
+    """(B, B) 1 where positions XY (B, 2) are at least METRES apart (0 on the diagonal)."""
+    xy = xy.double()  # UTM metres are ~1e6: float32 would round them to 0.5 m
+    return (((xy[:, None] - xy[None]) ** 2).sum(-1) >= metres**2).float()
 
-    def __init__(self, alpha: float = 10.0) -> None:
+
+class SoftMarginTriplet:
+    """The weighted soft-margin triplet loss as a loss plugin (alpha = 10 by default).
+
+    With MIN_NEGATIVE_DISTANCE_M, pairs whose ground positions are closer than that many
+    metres are not negatives (SAFA's CVACT training: 25 m on UTM positions); the batch must
+    carry 'ground_xy'.
+    """
+
+    def __init__(self, alpha: float = 10.0, min_negative_distance_m: float | None = None) -> None:
         self.alpha = alpha
+        self.min_negative_distance_m = min_negative_distance_m
 
     def __call__(
         self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
     ) -> torch.Tensor:
-        return soft_margin_triplet(outputs["ground"], outputs["aerial"], self.alpha)
+        useful = None
+        if self.min_negative_distance_m is not None:
+            if "ground_xy" not in batch:
+                raise BenchmarkError(
+                    "The loss option min_negative_distance_m needs the ground positions in "
+                    "metres, and this dataset has none (CVUSA gives no positions). Remove the "
+                    "option (--set loss_options.min_negative_distance_m=null)."
+                )
+            xy = batch["ground_xy"].to(outputs["ground"].device)
+            useful = far_pairs(xy, self.min_negative_distance_m)
+        return soft_margin_triplet(outputs["ground"], outputs["aerial"], self.alpha, useful)
 
 
 LOSSES = [

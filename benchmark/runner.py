@@ -224,6 +224,14 @@ def run_job(
                 "resumed_from": report.resumed_from,
                 "resumed_step": report.resumed_step,
                 "checkpoint": str(latest.path) if latest is not None else None,
+                "precision": report.precision,
+                "augmentation": report.augmentation,
+                "validation": report.validation,
+                "selection": cfg.selection,
+                "selected_epoch": report.selected_epoch,
+                "selected_weights": (
+                    str(report.selected_weights) if report.selected_weights else None
+                ),
             }
             if report.interrupted:
                 result.status = "interrupted"
@@ -239,6 +247,15 @@ def run_job(
         metrics = list(reg.metrics.values())
         if cfg.metrics:
             metrics = [reg.metric(name) for name in cfg.metrics]
+        selected = result.training.get("selected_weights")
+        if selected and result.training["selected_epoch"] != result.training["epochs_completed"]:
+            final = evaluate(model, bundle.test, pipeline, cfg, device, metrics)  # the last epoch
+            if final is not None:  # scalars: the curves stay with the selected model's
+                result.training["final_metrics"] = {
+                    k: v for k, v in final.metrics.items() if not isinstance(v, dict | list)
+                }
+            distributed.barrier(distributed.current())  # rank 0 wrote the selected weights
+            load_weights(model, selected)
         if model is not None:
             ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
             if ev is None:  # torchrun: rank 0 scores and records this job

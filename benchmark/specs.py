@@ -62,7 +62,8 @@ class ModelOptions(BaseModel):
 
 
 class Recipe(BaseModel):
-    """A paper's training recipe: what the runner uses unless told otherwise."""
+    """A paper's training recipe, as its official code runs it: what the runner uses unless
+    told otherwise."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,6 +80,27 @@ class Recipe(BaseModel):
     loss_options: dict[str, Any] = Field(default_factory=dict)
     sam_rho: float | None = None
     mining: bool = False
+    selection: Literal["last", "best"] = Field(
+        "last", description="evaluate the last epoch, or the best by validation R@1"
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="training arithmetic: fp32, or bf16/fp16 autocast (fp16 with loss scaling)",
+    )
+    augment: list[str] = Field(default_factory=list, description="training augmentations")
+    datasets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="recipe settings that differ on one dataset, e.g. {'cvact': {...}}",
+    )
+
+    @field_validator("datasets")
+    @classmethod
+    def _recipe_settings_only(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        allowed = set(cls.model_fields) - {"datasets"}
+        for dataset, settings in value.items():
+            if unknown := set(settings) - allowed:
+                raise ValueError(f"{dataset}: {sorted(unknown)} are not recipe settings")
+        return value
 
 
 if TYPE_CHECKING:

@@ -1,33 +1,43 @@
-"""The training loop: recipe optimizer and schedule, AMP on CUDA only, per-epoch checkpoints.
+"""The training loop: the recipe's optimizer, schedule, precision and augmentation, a
+validation split scored after every epoch, per-epoch checkpoints.
 
-A SIGINT/SIGTERM (see benchmark/interrupt.py) is honoured between steps: the finished step
-is kept, a mid-epoch checkpoint is written and training returns marked interrupted.
+With ``selection="best"`` the epoch with the best validation R@1 is kept as
+``best-epoch-E.safetensors`` beside the checkpoints (the test split is never used to
+choose). A SIGINT/SIGTERM (see benchmark/interrupt.py) is honoured between steps: the
+finished step is kept, a mid-epoch checkpoint is written and training returns marked
+interrupted.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_model
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler
 
 from benchmark import checkpoint, distributed, faults, interrupt
 from benchmark.config import RunConfig
-from benchmark.data.base import CrossViewSplit
+from benchmark.data.augment import build_augmenter
+from benchmark.data.base import CrossViewSplit, carve_validation
 from benchmark.data.loader import EpochShuffle, EpochTagged, PairDataset, make_loader
 from benchmark.data.transforms import InputPipeline
 from benchmark.distributed import IMAGE_KEYS
-from benchmark.errors import TrainingError
+from benchmark.errors import BenchmarkError, TrainingError
+from benchmark.evaluate import extract
 from benchmark.mining import MiningSampler
 from benchmark.model import CrossViewModel
 from benchmark.protocols import SemiPositiveLoss, StagedLoss
+from benchmark.retrieval import search_torch
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -36,9 +46,15 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
+VAL_KEY = "val_R@1"  # the history entry of an epoch's validation R@1 (percent)
+BEST = re.compile(r"best-epoch-(\d+)\.safetensors")
+
+
 @dataclass
 class TrainReport:
-    """What training did: epochs run, wall time, per-epoch mean loss, resume point."""
+    """What training did: epochs run, wall time, per-epoch history (mean loss, learning rate,
+    validation R@1), resume point, and what was applied (precision, augmentation,
+    validation split, the selected epoch and its weights)."""
 
     epochs_completed: int = 0
     seconds: float = 0.0
@@ -46,6 +62,102 @@ class TrainReport:
     resumed_from: int | None = None
     resumed_step: int = 0
     interrupted: str | None = None
+    precision: str = "fp32"
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None
+    selected_epoch: int | None = None
+    selected_weights: Path | None = None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The arithmetic of a training step: fp32, or autocast to bf16 or fp16 (fp16 with
+    dynamic loss scaling; bf16 has fp32's range and needs none)."""
+
+    name: str
+    device: torch.device
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The context a forward pass runs in."""
+        if self.name == "fp32":
+            return nullcontext()
+        dtype = torch.float16 if self.name == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """The loss scaler: active for fp16 only."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
+
+
+def precision_policy(cfg: RunConfig, device: torch.device) -> Precision:
+    """The configured precision on DEVICE, or a clear error where it cannot run."""
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise BenchmarkError(
+            f"precision=fp16 (--amp) trains with CUDA autocast and loss scaling, and this run "
+            f"is on {device.type}. Use precision=bf16 or fp32 there (--set precision=bf16)."
+        )
+    return Precision(cfg.precision, device)
+
+
+def validation_r1(
+    model: CrossViewModel,
+    split: CrossViewSplit,
+    pipeline: InputPipeline,
+    cfg: RunConfig,
+    device: torch.device,
+) -> float:
+    """R@1 (percent) of SPLIT's panoramas against SPLIT's gallery, extracted as evaluation
+    does; the global RNG stream of training is left untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        bs, workers = cfg.eval_batch_size, cfg.workers
+        ground = extract(model, split, "ground", pipeline, bs, workers, device)
+        aerial = extract(model, split, "aerial", pipeline, bs, workers, device)
+    positives = torch.as_tensor(split.positives)
+    found = search_torch(ground, aerial, positives, 1, cfg.eval_memory_mb * 2**20)
+    return float((found.ranks < 1).mean() * 100.0)
+
+
+def best_epoch(history: list[dict[str, float]]) -> int | None:
+    """The epoch with the highest validation R@1 (the earliest on ties), None before any."""
+    scored = [(h[VAL_KEY], -int(h["epoch"])) for h in history if VAL_KEY in h]
+    return -max(scored)[1] if scored else None
+
+
+def best_weights(ckpt_dir: Path, epoch: int) -> Path:
+    """Where the weights of EPOCH are kept when it is the best one."""
+    return ckpt_dir / f"best-epoch-{epoch:05d}.safetensors"
+
+
+def save_best(ckpt_dir: Path, epoch: int, model: torch.nn.Module) -> None:
+    """Write MODEL's weights as the best of EPOCH, atomically."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = best_weights(ckpt_dir, epoch)
+    tmp = final.with_name(f".{final.name}.partial")
+    try:
+        save_model(model, str(tmp))
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BenchmarkError(
+            f"Could not write the best weights {final} ({exc.strerror or exc}). Free disk "
+            "space or choose a --results-dir with room."
+        ) from exc
+
+
+def prune_best(ckpt_dir: Path, keep: int | None) -> None:
+    """Delete every best-epoch file but KEEP's (all of them when KEEP is None)."""
+    for path in ckpt_dir.glob("best-epoch-*.safetensors"):
+        match = BEST.fullmatch(path.name)
+        if match is None or int(match[1]) != keep:
+            path.unlink(missing_ok=True)
+
+
+def epoch_line(logs: dict[str, float], epochs: int, seconds: float) -> str:
+    """The line printed after an epoch: loss, learning rate, validation R@1, time."""
+    line = f"   epoch {int(logs['epoch'])}/{epochs}  loss {logs['loss']:.4f}  lr {logs['lr']:.3g}"
+    if VAL_KEY in logs:
+        line += f"  val R@1 {logs[VAL_KEY]:.2f}"
+    return line + f"  {seconds:.1f} s"
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -147,6 +259,23 @@ def train(
     model.to(device)
     with distributed.global_batchnorm(model, world):
         report = TrainReport()
+        policy = precision_policy(cfg, device)
+        report.precision = policy.name
+        val: CrossViewSplit | None = None
+        if cfg.val_fraction:
+            held = split.num_ground
+            split, val = carve_validation(split, cfg.val_fraction, cfg.val_seed)
+            report.validation = {
+                "fraction": cfg.val_fraction,
+                "seed": cfg.val_seed,
+                "from_train_pairs": held,
+                "train_pairs": split.num_ground,
+                "pairs": val.num_ground,
+                "references": val.num_aerial,
+                "metric": "R@1",
+            }
+        augment = build_augmenter(cfg.augment, pipeline.pre, split.offsets is not None, cfg.seed)
+        report.augmentation = augment.describe()
         batch = min(cfg.batch_size, split.num_ground)
         local = distributed.per_rank_batch(world, batch)
         generator = torch.Generator()  # iterator seeds: a function of (seed, epoch) only
@@ -173,8 +302,7 @@ def train(
         steps_per_epoch = len(loader)
         optimizer = build_optimizer(cfg, model)
         schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
-        amp = device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.sam_rho is None)
+        scaler = policy.scaler()
         start, skip, partial = 0, 0, {"total": 0.0, "count": 0}
         mined: dict[str, torch.Tensor] | None = None
         if resume and (ckpt := checkpoint.latest(ckpt_dir)) is not None:
@@ -217,6 +345,7 @@ def train(
             if isinstance(loss_fn, StagedLoss):  # VIGOR: triplet, then hybrid
                 loss_fn.set_epoch(epoch)
             model.train()
+            started = time.perf_counter()
             total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
             bar = distributed.progress(
                 loader,
@@ -228,10 +357,10 @@ def train(
             for step, data in enumerate(bar, start=skip):
                 for key in IMAGE_KEYS & data.keys():
                     data[key] = data[key].to(device, non_blocking=True)
+                augment(data, epoch, step)
 
                 def closure(data: dict[str, Any] = data) -> torch.Tensor:
-                    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
-                    with ctx:
+                    with policy.autocast():
                         return net(data)
 
                 # Each rank back-propagates the global loss through its own rows; DDP averages
@@ -279,11 +408,25 @@ def train(
                 "loss": total / max(1, count),
                 "lr": schedule.get_last_lr()[0],
             }
+            if val is not None:
+                logs[VAL_KEY] = validation_r1(model, val, pipeline, cfg, device)
             report.history.append(logs)
             report.epochs_completed = epoch + 1
+            best = best_epoch(report.history) if cfg.selection == "best" else None
             if world.is_main:
+                if best == epoch + 1:
+                    save_best(ckpt_dir, best, model)
                 checkpoint.save(ckpt_dir, epoch + 1, model, snapshot())
+                # once the checkpoint holds the history that chose it, other best files go
+                # (also one newer than the checkpoint a run resumed from)
+                prune_best(ckpt_dir, best)
+                print(epoch_line(logs, cfg.epochs, time.perf_counter() - started), flush=True)
             if on_epoch_end is not None and world.is_main:
                 on_epoch_end(epoch + 1, logs)
         report.seconds = time.perf_counter() - t0
+        if not report.interrupted:
+            report.selected_epoch = report.epochs_completed
+            if cfg.selection == "best" and (best := best_epoch(report.history)) is not None:
+                report.selected_epoch = best
+                report.selected_weights = best_weights(ckpt_dir, best)
         return report

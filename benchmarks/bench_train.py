@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.epochs,
             "device": "cpu",
             "results_dir": tmp,
+            "selection": "last",  # no validation split: the bare loop has none either
         }
         cfg = resolve(spec, user, quick=True)
         model = spec.build(model_options(spec, cfg))

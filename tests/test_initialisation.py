@@ -245,6 +245,7 @@ def test_paper_run_on_a_caffe_npy_trains_with_bgr_input(tmp_path: Path, vgg16_np
         "batch_size": 2,
         "limit": 2,
         "profile": False,
+        "selection": "last",  # two pairs: nothing to hold out for validation
         "results_dir": tmp_path / "results",
     }
     reg = build_registry()

@@ -26,8 +26,9 @@ from benchmark.specs import ModelOptions, ModelSpec
 from plugins.safa import SPEC as SAFA
 from tests.conftest import TINY_WORLD
 
-LIMIT, BATCH = 12, 4
-STEPS_PER_EPOCH = LIMIT // BATCH
+LIMIT, BATCH = 14, 4
+VALIDATION = 2  # the quick regime holds out 5% of the training pairs, at least 2
+STEPS_PER_EPOCH = (LIMIT - VALIDATION) // BATCH
 
 
 def run_args(results: Path, *extra: str) -> list[str]:
@@ -105,10 +106,14 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 
 
 def assert_same_run(resumed: RunResult, straight: RunResult) -> None:
-    """Bitwise-equal metrics and loss history (CPU, same seed)."""
+    """Bitwise-equal metrics, loss and validation history, and the same selected epoch
+    (CPU, same seed)."""
     assert resumed.status == "ok", resumed.error
     assert resumed.metrics == straight.metrics
     assert resumed.training["history"] == straight.training["history"]
+    assert all("val_R@1" in h for h in straight.training["history"])
+    assert resumed.training["selected_epoch"] == straight.training["selected_epoch"]
+    assert resumed.training.get("final_metrics") == straight.training.get("final_metrics")
 
 
 @pytest.mark.parametrize(
@@ -161,8 +166,9 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(
     assert partial and (partial[0] / "model.safetensors").is_file()
     assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 1
 
-    # killed during evaluation: training is complete and checkpointed
-    assert child_run([*args, "--resume"], "evaluate:1") == -signal.SIGKILL
+    # killed during the test evaluation: training is complete and checkpointed (epoch 2's
+    # validation extracts its two views first: extractions 1 and 2)
+    assert child_run([*args, "--resume"], "evaluate:3") == -signal.SIGKILL
     assert checkpoint.latest(ckpt_root(tmp_path)).epoch == 2
     assert not list(root.rglob(".epoch-*.partial"))
 
@@ -257,7 +263,8 @@ def test_plugins_failing_at_import_build_or_evaluation_do_not_stop_the_others(
     monkeypatch.setattr(registry_module, "_entry_points", lambda: [*installed, missing])
     reg = build_registry(extra=[("broken", Broken())])
     monkeypatch.setattr(registry_module, "registry", lambda: reg)
-    args = run_args(tmp_path, "--epochs", "1")
+    # no validation split: it would evaluate the broken model during training
+    args = run_args(tmp_path, "--epochs", "1", "--set", "selection=last")
     args[args.index("safa")] = "broken-import,broken-build,broken-evaluate,safa"
     assert in_process(args, None, monkeypatch) == 1
     err = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """End to end: the CLI trains and evaluates a tiny SAFA; runs are deterministic and resumable."""
 
 import json
+import re
 import subprocess
 import sys
 import types
@@ -53,6 +54,9 @@ def test_cli_run_writes_a_valid_result(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "R@1" in out.stdout
+    # one line per epoch on stdout; no progress-bar frames when stderr is not a terminal
+    assert re.search(r"epoch 1/1  loss \d\.\d{4}  lr \S+  val R@1 \d+\.\d\d  \S+ s", out.stdout)
+    assert "it/s" not in out.stderr and "\r" not in out.stderr
     (path,) = tmp_path.glob("*.json")
     result = RunResult.model_validate_json(path.read_text())
     assert (result.plugin, result.status, result.regime, result.variant) == (
@@ -158,7 +162,7 @@ def test_evaluating_a_checkpoint_reproduces_the_run_that_wrote_it(
     tiny_run: dict[str, Any],
 ) -> None:
     trained = _job(tiny_run)
-    weights = Path(trained.training["checkpoint"]) / "model.safetensors"
+    weights = Path(trained.training["selected_weights"])  # the epoch the metrics are of
     reg = build_registry()
     cfg = resolve(reg.model("safa"), {**tiny_run, "epochs": 0}, quick=True)
     again = run_job(reg, cfg, weights=weights)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.errors import BenchmarkError
+
 
 @dataclass
 class CrossViewSplit:
@@ -42,33 +44,82 @@ class CrossViewSplit:
         """The first N ground images and only the aerial images they (or their semis) use."""
         if n >= self.num_ground:
             return self
-        keep_g = np.arange(n)
-        used = [self.positives[:n]]
-        if self.semi_positives is not None:
-            used.append(self.semi_positives[:n].ravel())
-        keep_a = np.unique(np.concatenate(used))
-        remap = {int(a): i for i, a in enumerate(keep_a)}
+        limited = self.take(np.arange(n))
+        limited.meta["limited_to"] = n
+        return limited
 
-        def take(arr: np.ndarray | None) -> np.ndarray | None:
-            return None if arr is None else arr[keep_g]
+    def take(self, rows: np.ndarray, whole_gallery: bool = False) -> CrossViewSplit:
+        """Ground images ROWS (in that order) with their labels. The gallery keeps only the
+        aerial images their positives and semi-positives use (re-indexed), or every aerial
+        image unchanged with WHOLE_GALLERY."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if whole_gallery:
+            keep_a = np.arange(self.num_aerial)
+        else:
+            used = [self.positives[rows]]
+            if self.semi_positives is not None:
+                used.append(self.semi_positives[rows].ravel())
+            keep_a = np.unique(np.concatenate(used))
+        remap = np.full(self.num_aerial, -1, dtype=np.int64)
+        remap[keep_a] = np.arange(len(keep_a))
 
-        semi = None
-        if self.semi_positives is not None:
-            semi = np.vectorize(remap.__getitem__)(self.semi_positives[:n])
+        def per_ground(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else np.asarray(arr)[rows]
+
+        semi = per_ground(self.semi_positives)
         return CrossViewSplit(
             name=self.name,
-            load_ground=self.load_ground,
-            load_aerial=lambda j, f=self.load_aerial, k=keep_a: f(int(k[j])),
-            num_ground=n,
+            load_ground=Reindexed(self.load_ground, rows),
+            load_aerial=self.load_aerial if whole_gallery else Reindexed(self.load_aerial, keep_a),
+            num_ground=len(rows),
             num_aerial=len(keep_a),
-            positives=np.array([remap[int(a)] for a in self.positives[:n]]),
-            semi_positives=semi,
-            ground_xy=take(self.ground_xy),
-            aerial_xy=None if self.aerial_xy is None else self.aerial_xy[keep_a],
-            offsets=take(self.offsets),
+            positives=remap[self.positives[rows]],
+            semi_positives=None if semi is None else remap[semi],
+            ground_xy=per_ground(self.ground_xy),
+            aerial_xy=None if self.aerial_xy is None else np.asarray(self.aerial_xy)[keep_a],
+            offsets=per_ground(self.offsets),
             aerial_tile_metres=self.aerial_tile_metres,
-            meta={**self.meta, "limited_to": n},
+            meta=dict(self.meta),
         )
+
+
+class Reindexed:
+    """LOAD(ROWS[i]) as a loader of its own; keeps the file paths for error messages."""
+
+    def __init__(self, load: Callable[[int], np.ndarray], rows: np.ndarray) -> None:
+        self.load = load
+        self.rows = rows
+        paths = getattr(load, "paths", None)
+        self.paths = [paths[int(r)] for r in rows] if paths else None
+
+    def __call__(self, i: int) -> np.ndarray:
+        return self.load(int(self.rows[i]))
+
+
+def carve_validation(
+    split: CrossViewSplit, fraction: float, seed: int
+) -> tuple[CrossViewSplit, CrossViewSplit]:
+    """(training rest, validation) of a training SPLIT: a seeded FRACTION of its panoramas,
+    at least 2, drawn as whole groups of panoramas that share a positive tile (VIGOR-style
+    splits), so no validation positive tile is a training positive. The validation gallery
+    holds the tiles its panoramas use; the rest keeps the whole training gallery, so its
+    tile indices (mining, semi-positives) are unchanged. The test split is never touched."""
+    groups = np.unique(split.positives, return_inverse=True)[1]
+    order = np.random.default_rng([seed, 0x5A11D]).permutation(groups.max() + 1)
+    want = max(2, round(fraction * split.num_ground))
+    sizes = np.bincount(groups)[order]
+    taken = order[: int(np.searchsorted(np.cumsum(sizes), want)) + 1]
+    val_rows = np.flatnonzero(np.isin(groups, taken))
+    train_rows = np.flatnonzero(~np.isin(groups, taken))
+    if len(train_rows) < 2:
+        raise BenchmarkError(
+            f"A validation fraction of {fraction} leaves {len(train_rows)} of the "
+            f"{split.num_ground} training pairs for training. Lower it (--set val_fraction=...) "
+            "or turn validation off (--set val_fraction=0 selection=last)."
+        )
+    val = split.take(val_rows)
+    val.name = "validation"
+    return split.take(train_rows, whole_gallery=True), val
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ class PairDataset(Dataset):
 
     On splits with semi-positives (VIGOR-style) an item also holds 'semi' (one randomly
     chosen semi-positive image), 'semi_slot' (its column 1..3 in 'offsets'), 'offsets'
-    ((1 + k, 2) metres, positive first) and 'tile_metres' (the aerial tile side). An item
+    ((1 + k, 2) metres, positive first) and 'tile_metres' (the aerial tile side). On splits
+    with metric positions it holds 'ground_xy' (float64 metres, e.g. CVACT's UTM). An item
     is asked for by index or by (index, epoch) (see EpochTagged): the random choice is a
     function of (seed, epoch, index), whatever the number of workers or processes.
     """
@@ -60,6 +61,8 @@ class PairDataset(Dataset):
             "index": i,
             "aerial_index": j,
         }
+        if self.split.ground_xy is not None:
+            item["ground_xy"] = torch.as_tensor(self.split.ground_xy[i], dtype=torch.float64)
         semis = self.split.semi_positives
         if semis is not None and self.split.offsets is not None:
             slot = int(np.random.default_rng([self.seed, epoch, i]).integers(semis.shape[1]))

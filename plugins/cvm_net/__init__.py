@@ -70,7 +70,15 @@ SPEC = ModelSpec(
     name="cvm_net",
     options=CVMNetOptions,
     build=CVMNet,
-    recipe=Recipe(optimizer="adam", lr=1e-5, batch_size=12, epochs=100, schedule="constant"),
+    recipe=Recipe(
+        optimizer="adam",
+        lr=1e-5,
+        batch_size=12,
+        epochs=100,
+        schedule="constant",
+        selection="best",
+        augment=["aerial-crop-rotate"],
+    ),
     card=CARD,
     variants={
         "paper": {},

@@ -91,6 +91,7 @@ SPEC = ModelSpec(
         schedule="cosine",
         warmup_steps=500,
         grad_clip=1.0,
+        selection="best",
     ),
     card=CARD,
     variants={

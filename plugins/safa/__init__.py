@@ -65,7 +65,15 @@ SPEC = ModelSpec(
     name="safa",
     options=SAFAOptions,
     build=SAFA,
-    recipe=Recipe(optimizer="adam", lr=1e-5, batch_size=32, epochs=100, schedule="constant"),
+    recipe=Recipe(
+        optimizer="adam",
+        lr=1e-5,
+        batch_size=32,
+        epochs=100,
+        schedule="constant",
+        selection="best",
+        datasets={"cvact": {"loss_options": {"min_negative_distance_m": 25.0}}},
+    ),
     card=CARD,
     variants={
         "paper": {},

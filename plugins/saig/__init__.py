@@ -96,8 +96,10 @@ SPEC = ModelSpec(
         epochs=200,
         schedule="cosine",
         warmup_steps=0,
-        grad_clip=1.0,
         sam_rho=2.0,
+        selection="best",
+        augment=["circular-shift"],
+        datasets={"cvact": {"augment": []}},
     ),
     card=CARD,
     variants={
