@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from benchmark.settings import Recipe
 
 if TYPE_CHECKING:
     import torch
@@ -30,26 +32,6 @@ class ModelOptions(BaseModel):
     pretrained: bool | str = Field(
         False, description="False, True (ImageNet through timm) or a local weights file"
     )
-
-
-class Recipe(BaseModel):
-    """A paper's training recipe: what the runner uses unless told otherwise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    batch_size: int = 32
-    epochs: int = 100
-    schedule: Literal["constant", "cosine", "exponential"] = "constant"
-    warmup_steps: int = 0
-    grad_clip: float | None = None
-    loss: str = "soft-margin-triplet"
-    loss_options: dict[str, Any] = Field(default_factory=dict)
-    sam_rho: float | None = None
-    mining: bool = False
 
 
 @dataclass(frozen=True)
