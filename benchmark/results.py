@@ -13,7 +13,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from benchmark import __version__
+from benchmark.identity import readable_name
 from benchmark.io import atomic_write
+
+# A failed or interrupted attempt of a run whose `ok` result exists is written beside it
+# under these suffixes instead of over it; they are not results of their own.
+ATTEMPT_SUFFIXES = (".failed.json", ".interrupted.json")
 
 
 class RunResult(BaseModel):
@@ -26,7 +31,11 @@ class RunResult(BaseModel):
     split: str
     seed: int
     protocol: str = "aligned"
-    options_tag: str = Field("", description="'-opts<hash>' when --set model.* changed options")
+    run_id: str = Field("", description="hash of every setting that can change the outcome")
+    identity: dict[str, Any] = Field(
+        default_factory=dict, description="the settings run_id hashes (benchmark/identity.py)"
+    )
+    options_tag: str = Field("", description="files written before run_id: '-opts<hash>'")
     status: Literal["ok", "failed", "interrupted"]
     error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -48,12 +57,23 @@ class RunResult(BaseModel):
     eval_seconds: float = 0.0
 
     def filename(self) -> str:
-        """Stable name: one file per plugin, variant, regime, changed model options, dataset,
-        split, seed and protocol."""
+        """Stable name: the run's readable name and its identity hash."""
         return self.stem() + ".json"
 
     def stem(self) -> str:
         """The file name without extension, shared with its companion files."""
+        if self.run_id:
+            name = readable_name(
+                self.dataset,
+                self.split,
+                self.plugin,
+                self.variant,
+                self.regime,
+                self.seed,
+                self.protocol,
+            )
+            return f"{name}-{self.run_id}"
+        # a file written before run identities: its name ends in the options tag + protocol
         stem = f"{self.plugin}-{self.variant}-{self.regime}-seed{self.seed}{self.options_tag}"
         track = "" if self.protocol == "aligned" else "-" + self.protocol.replace("=", "")
         return f"{self.dataset}-{self.split}__{stem}{track}"
@@ -108,12 +128,27 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
+def _holds_ok(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write(result: RunResult, results_dir: Path) -> Path:
-    """Write RESULT atomically under RESULTS_DIR and return its path."""
-    path = Path(results_dir) / result.filename()
+    """Write RESULT atomically under RESULTS_DIR and return its path. A failed or interrupted
+    attempt never replaces an `ok` result of the same run: it goes beside it
+    (``<stem>.failed.json``); an `ok` result removes such leftovers."""
+    folder = Path(results_dir)
+    path = folder / result.filename()
+    if result.status != "ok" and _holds_ok(path):
+        path = folder / f"{result.stem()}.{result.status}.json"
     with atomic_write(path, "w") as fh:
         json.dump(result.model_dump(mode="json"), fh, indent=2, sort_keys=True)
         fh.write("\n")
+    if result.status == "ok":
+        for suffix in ATTEMPT_SUFFIXES:
+            (folder / f"{result.stem()}{suffix}").unlink(missing_ok=True)
     return path
 
 
@@ -123,6 +158,8 @@ def read_all(results_dir: Path) -> tuple[list[RunResult], list[str]]:
     for path in sorted(Path(results_dir).rglob("*.json")):
         if "checkpoints" in path.relative_to(results_dir).parts:
             continue  # checkpoint manifests live beside the results, they are not results
+        if path.name.endswith(ATTEMPT_SUFFIXES):
+            continue  # a failed attempt kept beside the ok result of the same run
         try:
             found.append(RunResult.model_validate_json(path.read_text()))
         except (OSError, ValueError) as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,6 +14,28 @@ from torch import nn
 from benchmark.errors import BenchmarkError
 
 HUB_HOST = ("huggingface.co", 443)
+_probing = False
+
+
+class WeightsRequested(BaseException):
+    """Raised instead of loading pretrained weights while probe_weights() is active."""
+
+
+@contextlib.contextmanager
+def probe_weights() -> Iterator[None]:
+    """Within this block a request for pretrained weights raises WeightsRequested instead of
+    loading them: a build that asks for none (an option its variant ignores) shows cheaply."""
+    global _probing
+    _probing, before = True, _probing
+    try:
+        yield
+    finally:
+        _probing = before
+
+
+def _requested(source: str) -> None:
+    if _probing:
+        raise WeightsRequested(source)
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:
@@ -29,6 +53,7 @@ def timm_pretrained(name: str, **kwargs: object) -> nn.Module:
     """Create timm model NAME with ImageNet weights, failing fast and clearly when offline."""
     import timm
 
+    _requested(f"timm:{name}")
     online = hub_reachable()
     previous = os.environ.get("HF_HUB_OFFLINE")
     if not online:
@@ -52,6 +77,7 @@ def timm_pretrained(name: str, **kwargs: object) -> nn.Module:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a weights file: safetensors, or a torch checkpoint with weights_only=True."""
+    _requested(str(path))
     path = Path(path).expanduser()
     if not path.is_file():
         raise BenchmarkError(f"Weights file {str(path)!r} does not exist. Check the path.")

@@ -48,7 +48,7 @@ def result_of(results: Path) -> RunResult:
 
 def ckpt_root(results: Path) -> Path:
     """The checkpoint folder of the one job under RESULTS."""
-    (root,) = (results / "checkpoints").iterdir()
+    (root,) = [p for p in (results / "checkpoints").iterdir() if p.is_dir()]
     return root
 
 
