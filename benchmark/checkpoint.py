@@ -93,7 +93,7 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(exc, WRITE_ERRORS):
             raise
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {_first_line(exc)}"
         last = latest(root)
         where = (
             f"the newest complete checkpoint is {last.path}, which --resume continues from"
@@ -101,8 +101,9 @@ def save(
             else "no earlier checkpoint of this run exists"
         )
         raise BenchmarkError(
-            f"Could not write the checkpoint {final} ({reason}); the partial one was removed "
-            f"and {where}. Free disk space or choose a --results-dir with room."
+            f"Could not write the checkpoint {final} ({reason}; {_free_mib(root)} MiB free "
+            f"there); the partial one was removed and {where}. Free disk space or choose a "
+            "--results-dir with room."
         ) from exc
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -147,10 +148,27 @@ def clear(root: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _free_mib(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free >> 20
+    except OSError:
+        return 0
+
+
 def write_identity(root: Path, settings: dict[str, Any]) -> None:
     """Record under ROOT the training settings its checkpoints belong to."""
-    with atomic_write(root / IDENTITY) as fh:
-        json.dump(settings, fh, indent=2, sort_keys=True)
+    try:
+        with atomic_write(root / IDENTITY) as fh:
+            json.dump(settings, fh, indent=2, sort_keys=True)
+    except OSError as exc:
+        raise BenchmarkError(
+            f"Could not write {root / IDENTITY} ({exc.strerror or exc}). Free disk space or "
+            "choose a --results-dir with room."
+        ) from exc
 
 
 def read_identity(root: Path) -> dict[str, Any] | None:

@@ -48,6 +48,9 @@ class RunResult(BaseModel):
     files: dict[str, str] = Field(
         default_factory=dict, description="companion files beside this one (ranks, descriptors)"
     )
+    notes: list[str] = Field(
+        default_factory=list, description="what a reader should know about how it was recorded"
+    )
     env: dict[str, Any] = Field(default_factory=dict)
     harness_version: str = __version__
     git_commit: str | None = None

@@ -327,8 +327,8 @@ def write_result(result: results.RunResult, results_dir: Path) -> Path:
         for name in result.files.values():
             (Path(results_dir) / name).unlink(missing_ok=True)
         if result.files:
-            result.error = (result.error or "") + (
-                f" The companion files ({', '.join(result.files.values())}) were removed to make "
+            result.notes.append(
+                f"The companion files {', '.join(result.files.values())} were removed to make "
                 f"room for this record ({first.strerror})."
             )
             result.files = {}
