@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from benchmark.config import fields_with_role
 from benchmark.io import atomic_write
 from benchmark.plots import Curve, Point, curve_plot, pareto_plot
 from benchmark.profiling import reported_compute
@@ -36,25 +37,13 @@ TABLE_EXTRA = {"hit_rate": "hit rate", "acc@10m": "acc@10m", "median_error_m": "
 METRE_METRIC = re.compile(r"^acc@(\d+(?:\.\d+)?)m$")
 CURVE = "accuracy_curve"
 PROFILE = (("params_m", "params M", 2), ("gmacs", "GMACs", 2), ("latency_ms", "latency ms", 1))
-# Config keys that do not change what a run measures (where it ran from, how it was logged),
-# and the evaluation protocol, which picks the column a run is shown in rather than its row.
+# Config keys that do not tell rows apart, from each field's role (benchmark/settings.py):
+# the run's name and seed, how it was evaluated (the protocol picks a column, not a row),
+# where it ran; the data root is a machine's path and model options come from model_options.
 NOT_SETTINGS = frozenset(
     {
-        "plugin",
-        "protocol",
-        "protocol_seed",
-        "variant",
-        "regime",
-        "seed",
-        "results_dir",
+        *fields_with_role("identity", "randomness", "evaluation", "infrastructure"),
         "data_root",
-        "workers",
-        "eval_batch_size",
-        "retrieval",
-        "profile",
-        "device",
-        "deterministic",
-        "topk",
         "model",
     }
 )

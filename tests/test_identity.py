@@ -307,3 +307,30 @@ def test_one_writer_per_run(
     assert lock.exists()  # the killed holder left its file, but not its lock
     assert cli(args, monkeypatch) == 0
     assert not lock.exists() and [r.status for r in records(tmp_path).values()] == ["ok"]
+
+
+def test_infrastructure_settings_never_split_a_leaderboard_row(tmp_path: Path) -> None:
+    """Rows are told apart by outcome settings only, derived from the roles: two seeds that
+    differ in where and how fast they ran are one row with two seeds."""
+    from benchmark.config import RunConfig, fields_with_role
+    from benchmark.leaderboard import render, settings
+
+    def run(seed: int, **infra: Any) -> RunResult:
+        config = RunConfig(plugin="safa", seed=seed, **infra).model_dump(mode="json")
+        return RunResult(
+            plugin="safa", variant="tiny", regime="quick", dataset="synthetic", split="test",
+            seed=seed, status="ok", config=config, metrics={"R@1": 10.0 + seed},
+            training={"epochs_completed": 1},
+        )  # fmt: skip
+
+    infra = {"eval_memory_mb": 64, "save_descriptors": True, "workers": 2, "device": "cpu"}
+    a, b = run(0), run(1, **infra)
+    assert settings(a) == settings(b)
+    assert not set(fields_with_role("infrastructure")) & set(settings(a))
+    assert settings(run(0, lr=0.5)) != settings(a)  # an outcome setting does split rows
+    for result in (a, b):
+        results.write(result, tmp_path / "r")
+    text = render(tmp_path / "r", tmp_path)[0]
+    recall_table = text[: text.index("| [safa]")] + text[text.index("| [safa]") :].split("\n\n")[0]
+    (row,) = [line for line in recall_table.splitlines() if line.startswith("| [safa]")]
+    assert "| 2 " in row  # one row, two seeds
