@@ -29,8 +29,8 @@ job() {
   local args=(--plugins "$plugin" --regime quick --device cpu --results-dir "$OUT"
     --seed "$seed" "${data[@]}")
   python -m benchmark run "${args[@]}" --epochs "$EPOCHS" --set profile="$profile" || return 0
-  # the newest checkpoint of this run (checkpoints/<result stem>/epoch-NNNNN/)
-  weights=$(ls -d "$OUT"/checkpoints/*__"$plugin"-tiny-quick-seed"$seed"/epoch-*/model.safetensors \
+  # the newest checkpoint of this run (checkpoints/<name>-<training hash>/epoch-NNNNN/)
+  weights=$(ls -d "$OUT"/checkpoints/*__"$plugin"-tiny-quick-seed"$seed"-*/epoch-*/model.safetensors \
     2>/dev/null | tail -n 1 || true)
   for protocol in $PROTOCOLS; do
     if [ -n "$weights" ]; then
