@@ -53,8 +53,8 @@ def _phase_message(stop: interrupt.Interrupted, phase: str, resume_point: str | 
     name = interrupt.signal_name(stop.signum)
     if stop.waited:
         where = (
-            f"while {phase} waited {stop.waited:.0f} s for data after the stop was asked for "
-            "(a file of the dataset may block: a FIFO, a hung network filesystem)"
+            f"during {phase}, after waiting {stop.waited:.0f} s for data once the stop was asked "
+            "for (a file of the dataset may block: a FIFO, a hung network filesystem)"
         )
     else:
         where = f"during {phase}"

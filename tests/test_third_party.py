@@ -73,7 +73,7 @@ def test_installed_example_lists_runs_and_reaches_the_leaderboard(
         "--device", "cpu", "--results-dir", str(results), "--set", "profile=false", *sets,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert list(results.glob("synthetic-test__example-gem-tiny-quick-seed0.json"))
+    assert list(results.glob("synthetic-test__example-gem-tiny-quick-seed0-*.json"))
 
     page = tmp_path / "page" / "LEADERBOARD.md"
     board = _cli(env, "leaderboard", "--results-dir", str(results), "--output", str(page))
