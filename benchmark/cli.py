@@ -32,11 +32,12 @@ def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
         default=regime_default,
         help="settings layered over the paper recipe (benchmark/regimes/*.yaml); auto = "
         + ", ".join(
-            f"{r.name} when {r.default_when.model_dump(exclude_defaults=True)}"
+            f"{r.name} on {r.default_when.describe()}"
             for r in regimes.available().values()
             if r.default_when is not None
         )
-        + ", else the default one",
+        + ", else "
+        + next(r.name for r in regimes.available().values() if r.default),
     )
     p.add_argument("--config", type=Path, default=None, help="YAML or TOML settings file")
     p.add_argument(

@@ -33,6 +33,11 @@ class DefaultWhen(BaseModel):
     dataset_prefix: str = ""
     accelerator: bool | None = None
 
+    def describe(self) -> str:
+        """E.g. 'synthetic* datasets without a GPU'."""
+        device = {None: "", True: " on a GPU", False: " without a GPU"}[self.accelerator]
+        return f"{self.dataset_prefix or 'any'}* datasets{device}"
+
     def matches(self, dataset: str, accelerator: bool) -> bool:
         """True when a run on DATASET, with or without an ACCELERATOR, falls under this rule."""
         device_ok = self.accelerator is None or self.accelerator == accelerator
