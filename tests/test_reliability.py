@@ -505,7 +505,7 @@ def test_sigterm_stops_a_run_blocked_waiting_for_training_data(
     code, err = blocked_child(tmp_path, monkeypatch, plugin, blocking_args(tmp_path / "r"), 1)
     assert code == 143 and "Traceback" not in err, err
     stopped = result_of(tmp_path / "r")
-    assert stopped.status == "interrupted" and "waited" in stopped.error
+    assert stopped.status == "interrupted" and "after waiting" in stopped.error
     assert "epoch-00001" in stopped.error and "--resume" in stopped.error
 
 
