@@ -39,7 +39,7 @@ from typing import TypeVar
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STUCK_S = 30.0  # a stop signal untaken this long means the main thread cannot run
 WAIT_S = 10.0  # a wait for data still going this long after a stop is cut short
-POLL_S = 0.2
+POLL_S = 0.5  # the watchdog looks twice a second (a /proc read each, ~0.2 ms)
 T = TypeVar("T")
 
 _requested: int | None = None
