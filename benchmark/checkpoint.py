@@ -2,7 +2,11 @@
 atomically (a directory is renamed into place only when complete) and verified by checksum.
 
 A clean stop (SIGINT/SIGTERM) also writes a mid-epoch checkpoint, ``epoch-E-step-S``: E
-epochs and S steps of the next one done; names sort in training order.
+epochs and S steps of the next one done; names sort in training order. The folder is named
+by the run's training identity and holds it in ``identity.json`` (see benchmark/identity.py).
+
+A checkpoint that cannot be written (a full disk: an OSError, or torch's and safetensors'
+own error types) is removed, and the error names the newest complete one.
 
 Test hook: ``CVGL_BENCHMARK_FAULT=checkpoint-write:N`` kills the process while the N-th
 checkpoint is half written (weights on disk, no manifest), ``checkpoint-write:N:enospc``
@@ -11,7 +15,6 @@ fails it as a full disk would; see benchmark/faults.py.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,14 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from benchmark import faults
 from benchmark.errors import BenchmarkError
+from benchmark.io import atomic_write
 
 KEEP = 2
 MANIFEST = "manifest.json"
+IDENTITY = "identity.json"
+# what torch.save and safetensors raise when a write fails (a full disk among others)
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 def _sha256(path: Path) -> str:
@@ -81,12 +89,21 @@ def save(
         for f in (*files, MANIFEST):
             with (tmp / f).open("rb") as fh:
                 os.fsync(fh.fileno())
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, WRITE_ERRORS):
+            raise
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {_first_line(exc)}"
+        last = latest(root)
+        where = (
+            f"the newest complete checkpoint is {last.path}, which --resume continues from"
+            if last is not None
+            else "no earlier checkpoint of this run exists"
+        )
         raise BenchmarkError(
-            f"Could not write the checkpoint {final} ({exc.strerror or exc}). Free disk space "
-            "or choose a --results-dir with room; --resume continues from the last complete "
-            "checkpoint."
+            f"Could not write the checkpoint {final} ({reason}; {_free_mib(root)} MiB free "
+            f"there); the partial one was removed and {where}. Free disk space or choose a "
+            "--results-dir with room."
         ) from exc
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -126,6 +143,38 @@ def load(ckpt: Checkpoint, model: nn.Module) -> dict[str, Any]:
 
 
 def clear(root: Path) -> None:
-    """Remove all checkpoints under ROOT (a fresh, non-resumed run)."""
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(root)
+    """Remove all checkpoints under ROOT, complete or partial (a fresh, non-resumed run)."""
+    for path in [*root.glob("epoch-*"), *root.glob(".epoch-*")]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _free_mib(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free >> 20
+    except OSError:
+        return 0
+
+
+def write_identity(root: Path, settings: dict[str, Any]) -> None:
+    """Record under ROOT the training settings its checkpoints belong to."""
+    try:
+        with atomic_write(root / IDENTITY) as fh:
+            json.dump(settings, fh, indent=2, sort_keys=True)
+    except OSError as exc:
+        raise BenchmarkError(
+            f"Could not write {root / IDENTITY} ({exc.strerror or exc}). Free disk space or "
+            "choose a --results-dir with room."
+        ) from exc
+
+
+def read_identity(root: Path) -> dict[str, Any] | None:
+    """The training settings recorded under ROOT, or None (absent or unreadable)."""
+    try:
+        data = json.loads((root / IDENTITY).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

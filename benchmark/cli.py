@@ -14,25 +14,31 @@ from benchmark.errors import BenchmarkError
 
 
 def _plugins(value: str) -> list[str]:
-    return [p.strip() for p in value.split(",") if p.strip()]
+    names = [p.strip() for p in value.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no plugin named in {value!r}; e.g. --plugins safa,saig")
+    return names
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
+    """What chooses a run's settings: plugins, variant, regime, a file and --set."""
+    from benchmark import regimes
+
     p.add_argument("--plugins", type=_plugins, required=True, help="a,b,... or 'all'")
-    p.add_argument("--dataset", default=None, help="dataset name (default: synthetic)")
-    p.add_argument("--data-root", type=Path, default=None, help="folder of the dataset")
-    p.add_argument("--split", default=None, help="test split (dataset default otherwise)")
     p.add_argument("--variant", default=None, help="model variant (paper, tiny, ...)")
     p.add_argument(
         "--regime",
-        choices=("auto", "quick", "paper"),
-        default="auto",
-        help="auto = quick on the synthetic world without a GPU, else paper",
+        choices=("auto", *sorted(regimes.available())),
+        default=regime_default,
+        help="settings layered over the paper recipe (benchmark/regimes/*.yaml); auto = "
+        + ", ".join(
+            f"{r.name} on {r.default_when.describe()}"
+            for r in regimes.available().values()
+            if r.default_when is not None
+        )
+        + ", else "
+        + next(r.name for r in regimes.available().values() if r.default),
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--limit", type=int, default=None, help="cap train and test pairs")
     p.add_argument("--config", type=Path, default=None, help="YAML or TOML settings file")
     p.add_argument(
         "--set",
@@ -42,8 +48,19 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. --set model.channel_pool=mean",
     )
-    p.add_argument("--results-dir", type=Path, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p, "auto")
+    p.add_argument("--dataset", default=None, help="dataset name (default: synthetic)")
+    p.add_argument("--data-root", type=Path, default=None, help="folder of the dataset")
+    p.add_argument("--split", default=None, help="test split (dataset default otherwise)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--limit", type=int, default=None, help="cap train and test pairs")
+    p.add_argument("--results-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument(
@@ -58,6 +75,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--eval-memory",
+        dest="eval_memory_mb",
         type=int,
         default=None,
         metavar="MB",
@@ -76,6 +94,23 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="ImageNet weights through timm, or a local weights file",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved settings, where each came from, and the run's identity and "
+        "files; run nothing",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table", help="for --dry-run")
+
+
+def _add_eval_sources(p: argparse.ArgumentParser, required: bool) -> None:
+    source = p.add_mutually_exclusive_group(required=required)
+    source.add_argument("--weights", type=Path, help="safetensors (or torch) file")
+    source.add_argument(
+        "--descriptors",
+        type=Path,
+        help="descriptors saved by run --save-descriptors: score them again, no model",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -90,13 +125,12 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--format", choices=("table", "json"), default="table")
     show = sub.add_parser("show", help="the card of a method")
     show.add_argument("method")
-    run = sub.add_parser(
-        "run",
-        help="train and evaluate",
-        epilog="exit codes: 0 every run ok; 1 some run failed (see its result file); 2 bad "
-        "input, nothing was run; 130/143 stopped by SIGINT/SIGTERM after writing a "
-        "checkpoint (continue with --resume)",
+    codes = (
+        "exit codes: 0 every run ok; 1 some run failed (see its result file); 2 bad input, "
+        "nothing was run; 130/143 a SIGINT/SIGTERM kept a run from completing (its result says "
+        "what to do: --resume continues from the newest checkpoint)"
     )
+    run = sub.add_parser("run", help="train and evaluate", epilog=codes)
     _add_run_args(run)
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument(
@@ -105,21 +139,26 @@ def parser() -> argparse.ArgumentParser:
         help="train in mixed precision: fp16 autocast with loss scaling, CUDA only "
         "(same as --set precision=fp16; default: the recipe's, fp32 for every paper)",
     )
-    ev = sub.add_parser("eval", help="evaluate weights or saved descriptors without training")
-    _add_run_args(ev)
-    source = ev.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", type=Path, help="safetensors (or torch) file")
-    source.add_argument(
-        "--descriptors",
-        type=Path,
-        help="descriptors saved by run --save-descriptors: score them again, no model",
+    ev = sub.add_parser(
+        "eval", help="evaluate weights or saved descriptors without training", epilog=codes
     )
+    _add_run_args(ev)
+    _add_eval_sources(ev, required=True)
+    cfg = sub.add_parser("config", help="inspect resolved settings")
+    csub = cfg.add_subparsers(dest="action", required=True)
+    cshow = csub.add_parser(
+        "show",
+        help="the settings a run would use, where each came from, its identity and files",
+    )
+    _add_run_args(cshow)
+    _add_eval_sources(cshow, required=False)
     prof = sub.add_parser("profile", help="params, GMACs, latency, memory")
-    prof.add_argument("--plugins", type=_plugins, required=True)
+    _add_config_args(prof, "paper")
     prof.add_argument("--format", choices=("table", "json"), default="table")
-    prof.add_argument("--device", default="cpu")
-    prof.add_argument("--variant", default="paper")
     lb = sub.add_parser("leaderboard", help="render leaderboard/LEADERBOARD.md from results")
+    lb.add_argument("--results-dir", type=Path, default=Path("leaderboard/results"))
+    lb.add_argument("--output", type=Path, default=Path("leaderboard/LEADERBOARD.md"))
+    lb.add_argument("--check", action="store_true", help="fail if the output is out of date")
     lb.add_argument(
         "action",
         nargs="?",
@@ -127,9 +166,6 @@ def parser() -> argparse.ArgumentParser:
         default="render",
         help="render (default) the page, or migrate older result files to the current schema",
     )
-    lb.add_argument("--results-dir", type=Path, default=Path("leaderboard/results"))
-    lb.add_argument("--output", type=Path, default=Path("leaderboard/LEADERBOARD.md"))
-    lb.add_argument("--check", action="store_true", help="fail if the output is out of date")
     su = sub.add_parser(
         "suite",
         help="run an experiment suite file (skips runs whose results exist), render its page",
@@ -156,41 +192,38 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _user_settings(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmark.config import load_config_file, merge, parse_sets
+def _user_layers(args: argparse.Namespace, *extra: Any) -> list:
+    """The user's settings in order: --config file < flags < --set (< EXTRA layers)."""
+    from benchmark.config import ROLES, Layer, load_config_file, parse_sets
 
-    user: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    flags = {
-        "dataset": args.dataset,
-        "data_root": args.data_root,
-        "split": args.split,
-        "variant": args.variant,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "limit": args.limit,
-        "results_dir": args.results_dir,
-        "device": args.device,
-        "seed": args.seed,
-        "workers": args.workers,
-        "protocol": args.protocol,
-        "eval_memory_mb": args.eval_memory,
-        "save_descriptors": args.save_descriptors,
+    layers = []
+    if args.config:
+        layers.append(Layer("file", f"file {args.config}", load_config_file(args.config)))
+    # a flag's destination is the setting it sets; --plugins and --regime are not settings
+    flags: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ROLES
+        if name not in ("plugin", "regime") and getattr(args, name, None) is not None
     }
-    user = merge(user, {k: v for k, v in flags.items() if v is not None})
-    if args.pretrained is not None:
-        user = merge(user, {"model": {"pretrained": args.pretrained}})
-    if args.skip_bad_images:
-        user = merge(user, {"dataset_options": {"skip_bad_images": True}})
+    if getattr(args, "pretrained", None) is not None:
+        flags["model"] = {"pretrained": args.pretrained}
+    if getattr(args, "skip_bad_images", False):
+        flags["dataset_options"] = {"skip_bad_images": True}
     if getattr(args, "amp", False):  # run only
-        user = merge(user, {"precision": "fp16"})
-    return merge(user, parse_sets(args.sets))
+        flags["precision"] = "fp16"
+    if flags:
+        layers.append(Layer("flag", "flag", flags))
+    if args.sets:
+        layers.append(Layer("set", "--set", parse_sets(args.sets)))
+    return [*layers, *extra]
 
 
-def _configs(args: argparse.Namespace) -> list:
+def _resolved(args: argparse.Namespace, *extra: Any) -> list:
+    """The resolved run of every requested plugin that imported."""
     import torch
 
-    from benchmark.config import resolve
+    from benchmark import regimes
+    from benchmark.config import merge, resolve_layers
     from benchmark.registry import registry
     from benchmark.runner import import_failures
 
@@ -200,17 +233,36 @@ def _configs(args: argparse.Namespace) -> list:
     names = [name for name in names if name not in broken]
     if broken and not names:
         reg.model(next(iter(broken)))  # nothing else to run: fail with the import error
-    user = _user_settings(args)
-    dataset = user.get("dataset", "synthetic")
+    specs = [reg.model(name) for name in names]
+    layers = _user_layers(args, *extra)
+    user: dict[str, Any] = {}
+    for layer in layers:
+        user = merge(user, layer.values)
+    dataset = str(user.get("dataset", "synthetic"))
     reg.dataset(dataset)
-    on_gpu = str(user.get("device", "auto")).startswith("cuda") or (
-        user.get("device", "auto") == "auto" and torch.cuda.is_available()
-    )
-    if args.regime == "auto":
-        quick = dataset.startswith("synthetic") and not on_gpu
-    else:
-        quick = args.regime == "quick"
-    return [resolve(reg.model(name), user, quick) for name in names]
+    regime = args.regime
+    if regime == "auto":
+        device = str(user.get("device", "auto"))
+        gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        regime = regimes.auto(dataset, gpu)
+    return [resolve_layers(spec, layers, regime) for spec in specs]
+
+
+def _eval_layer() -> Any:
+    from benchmark.config import Layer
+
+    return Layer("flag", "eval (no training)", {"epochs": 0})
+
+
+def _show(args: argparse.Namespace, resolved: list) -> int:
+    from benchmark.jobs import describe, plan
+    from benchmark.registry import registry
+
+    reg = registry()
+    weights, descriptors = getattr(args, "weights", None), getattr(args, "descriptors", None)
+    jobs = [plan(reg, r.run, weights, descriptors) for r in resolved]
+    print(describe(jobs, resolved, args.format))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -257,8 +309,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.registry import registry
     from benchmark.runner import import_failures, record_import_failures, run_all
 
+    resolved = _resolved(args)
+    if args.dry_run:
+        return _show(args, resolved)
     reg = registry()
-    configs = _configs(args)
+    configs = [r.run for r in resolved]
     code = run_all(reg, configs, resume=args.resume, debug=args.debug)
     return max(code, record_import_failures(reg, import_failures(reg, args.plugins), configs))
 
@@ -268,21 +323,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from benchmark.registry import registry
     from benchmark.runner import run_all
 
-    args.sets = [*args.sets, "epochs=0"]
+    resolved = _resolved(args, _eval_layer())
+    if args.dry_run:
+        return _show(args, resolved)
     return run_all(
         registry(),
-        _configs(args),
+        [r.run for r in resolved],
         weights=args.weights,
         debug=args.debug,
         descriptors=args.descriptors,
     )
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Show the resolved settings of a run (eval's when --weights/--descriptors is given)."""
+    evaluating = args.weights is not None or args.descriptors is not None
+    return _show(args, _resolved(args, *([_eval_layer()] if evaluating else [])))
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Cost figures of each plugin."""
+    """Cost figures of each plugin at its resolved settings."""
     from benchmark.profiling import profile_command
 
-    return profile_command(args.plugins, args.format, args.device, args.variant)
+    return profile_command(_resolved(args), args.format)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -315,6 +378,7 @@ COMMANDS = {
     "show": cmd_show,
     "run": cmd_run,
     "eval": cmd_eval,
+    "config": cmd_config,
     "profile": cmd_profile,
     "leaderboard": cmd_leaderboard,
     "suite": cmd_suite,
@@ -324,6 +388,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ARGV, run the command, turn user errors into one clear message."""
+    from benchmark.interrupt import Interrupted, exit_code, signal_name
+
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -332,6 +398,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Interrupted as stop:
+        print(
+            f"Stopped at once by a second {signal_name(stop.signum)}: nothing more was written "
+            "(a run's result keeps its previous state; the newest checkpoint stays).",
+            file=sys.stderr,
+        )
+        return exit_code(stop.signum)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

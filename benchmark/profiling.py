@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from benchmark.model import CrossViewModel
 from benchmark.reported import fmt as _fmt
 from benchmark.reported import reported_compute
 from benchmark.specs import ModelOptions, ModelSpec
+
+if TYPE_CHECKING:
+    from benchmark.config import Resolved
 
 PROFILE_KEYS = (
     "plugin",
@@ -61,7 +64,8 @@ PROFILE_KEYS = (
     "peak_memory_mb",
     "device",
 )
-# the CLI's CPU settings: a full-size model takes ~0.5 s per pair on two cores
+# One measuring procedure for `profile` and for runs: a full-size model takes ~0.5 s per
+# pair on two CPU cores, so the CPU settings are small.
 CPU_TIMING = {"batch_size": 4, "warmup": 2, "iters": 5}
 CUDA_TIMING = {"batch_size": 64, "warmup": 10, "iters": 40}
 
@@ -368,12 +372,17 @@ def _throughput(
             torch.cuda.reset_peak_memory_stats(device)
 
 
+def timing(device: torch.device) -> dict[str, int]:
+    """Batch size, warm-up and timed iterations on DEVICE (the same for profile and runs)."""
+    return dict(CUDA_TIMING if device.type == "cuda" else CPU_TIMING)
+
+
 def profile_model(
     model: CrossViewModel,
     device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    warmup: int = 3,
-    iters: int = 10,
+    batch_size: int = CPU_TIMING["batch_size"],
+    warmup: int = CPU_TIMING["warmup"],
+    iters: int = CPU_TIMING["iters"],
 ) -> dict[str, Any]:
     """Parameters, GMACs, latency, throughput and peak memory of MODEL on DEVICE."""
     if batch_size < 1 or iters < 1 or warmup < 0:
@@ -464,6 +473,7 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
         computed = " (computed)" if rep.get("params_is_computed") else ""
         paper_m = _fmt(rep.get("params_m")) + computed
         paper = row.get("variant", "paper") == rep.get("variant", "paper")
+        paper = paper and not row.get("model_overrides")  # an ablation is not the paper's
         g, a = row["input_ground"], row["input_aerial"]
         table.append(
             [
@@ -499,37 +509,31 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return body + "\n" + "\n".join(footer)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise BenchmarkError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError(f"Device {device!r} was asked for but CUDA is not available; use cpu.")
-    return resolved
-
-
-def profile_command(plugins: list[str], fmt: str, device: str, variant: str) -> int:
-    """``python -m benchmark profile``: profile PLUGINS (or 'all') at VARIANT; print json/table."""
-    from benchmark.registry import registry
+def profile_command(runs: Sequence[Resolved], fmt: str) -> int:
+    """``python -m benchmark profile``: profile each resolved run's model (its variant, regime
+    and options, pretrained weights off: cost does not need them); print json or a table."""
+    from benchmark.jobs import resolve_device
 
     if fmt not in ("json", "table"):
         raise BenchmarkError(f"Unknown format {fmt!r}; use json or table.")
-    reg = registry()
-    names = sorted(reg.models) if "all" in plugins else plugins
-    if not names:
+    if not runs:
         raise BenchmarkError("No model plugins to profile; install one or name it with --plugins.")
-    specs = [reg.model(name) for name in names]
-    options = [variant_options(spec, variant) for spec in specs]
-    target = _resolve_device(device)
-    timing = CUDA_TIMING if target.type == "cuda" else CPU_TIMING
+    target = resolve_device(runs[0].run.device)
     rows = []
-    for spec, opts in zip(specs, options, strict=True):
-        print(f"profiling {spec.name} ({variant}) on {target} ...", file=sys.stderr, flush=True)
-        row = profile_model(spec.build(opts), target, **timing)
+    for resolved in runs:
+        spec, run = resolved.spec, resolved.run
+        options = resolved.options.model_copy(update={"pretrained": False})
+        print(f"profiling {spec.name} ({run.variant}) on {target} ...", file=sys.stderr, flush=True)
+        row = profile_model(spec.build(options), target, **timing(target))
         row["plugin"] = spec.name
-        rows.append({**row, "variant": variant, "reported_cost": dict(spec.card.reported_cost)})
+        rows.append(
+            {
+                **row,
+                "variant": run.variant,
+                "regime": run.regime,
+                "model_overrides": {k: v for k, v in run.model.items() if k != "pretrained"},
+                "reported_cost": dict(spec.card.reported_cost),
+            }
+        )
     print(json.dumps(rows, indent=2) if fmt == "json" else render_profile_table(rows))
     return 0

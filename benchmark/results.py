@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark import __version__, schema
+from benchmark.identity import readable_name
 from benchmark.io import atomic_write
 from benchmark.specs import MetricDisplay, MetricSpec
 
@@ -57,6 +58,11 @@ class PluginPackage(BaseModel):
         return cls(entry_point=origin.name, package=origin.package, version=origin.version)
 
 
+# A failed or interrupted attempt of a run whose `ok` result exists is written beside it
+# under these suffixes instead of over it; they are not results of their own.
+ATTEMPT_SUFFIXES = (".failed.json", ".interrupted.json")
+
+
 class RunResult(BaseModel):
     """Everything a reader needs to trust, compare and reproduce one run."""
 
@@ -67,7 +73,11 @@ class RunResult(BaseModel):
     split: str
     seed: int
     protocol: str = "aligned"
-    options_tag: str = Field("", description="'-opts<hash>' when --set model.* changed options")
+    run_id: str = Field("", description="hash of every setting that can change the outcome")
+    identity: dict[str, Any] = Field(
+        default_factory=dict, description="the settings run_id hashes (benchmark/identity.py)"
+    )
+    options_tag: str = Field("", description="files written before run_id: '-opts<hash>'")
     initialisation: str = Field(
         "", description="'from scratch', 'imagenet:<source>' or 'weights:<file>' (eval)"
     )
@@ -82,6 +92,9 @@ class RunResult(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str] = Field(
         default_factory=dict, description="companion files beside this one (ranks, descriptors)"
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="what a reader should know about how it was recorded"
     )
     env: dict[str, Any] = Field(default_factory=dict)
     harness_version: str = __version__
@@ -104,12 +117,23 @@ class RunResult(BaseModel):
     )
 
     def filename(self) -> str:
-        """Stable name: one file per plugin, variant, regime, changed model options, dataset,
-        split, seed and protocol."""
+        """Stable name: the run's readable name and its identity hash."""
         return self.stem() + ".json"
 
     def stem(self) -> str:
         """The file name without extension, shared with its companion files."""
+        if self.run_id:
+            name = readable_name(
+                self.dataset,
+                self.split,
+                self.plugin,
+                self.variant,
+                self.regime,
+                self.seed,
+                self.protocol,
+            )
+            return f"{name}-{self.run_id}"
+        # a file written before run identities: its name ends in the options tag + protocol
         stem = f"{self.plugin}-{self.variant}-{self.regime}-seed{self.seed}{self.options_tag}"
         track = "" if self.protocol == "aligned" else "-" + self.protocol.replace("=", "")
         return f"{self.dataset}-{self.split}__{stem}{track}"
@@ -176,10 +200,25 @@ def dump(result: RunResult, path: Path) -> None:
         fh.write("\n")
 
 
+def _holds_ok(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write(result: RunResult, results_dir: Path) -> Path:
-    """Write RESULT atomically under RESULTS_DIR and return its path."""
-    path = Path(results_dir) / result.filename()
+    """Write RESULT atomically under RESULTS_DIR and return its path. A failed or interrupted
+    attempt never replaces an `ok` result of the same run: it goes beside it
+    (``<stem>.failed.json``); an `ok` result removes such leftovers."""
+    folder = Path(results_dir)
+    path = folder / result.filename()
+    if result.status != "ok" and _holds_ok(path):
+        path = folder / f"{result.stem()}.{result.status}.json"
     dump(result, path)
+    if result.status == "ok":
+        for suffix in ATTEMPT_SUFFIXES:
+            (folder / f"{result.stem()}{suffix}").unlink(missing_ok=True)
     return path
 
 
@@ -197,6 +236,8 @@ def read_all(results_dir: Path) -> tuple[dict[Path, RunResult], list[str]]:
     for path in sorted(Path(results_dir).rglob("*.json")):
         if "checkpoints" in path.relative_to(results_dir).parts:
             continue  # checkpoint manifests live beside the results, they are not results
+        if path.name.endswith(ATTEMPT_SUFFIXES):
+            continue  # a failed attempt kept beside the ok result of the same run
         try:
             found[path] = load(path)
         except (OSError, ValueError) as exc:
@@ -205,14 +246,22 @@ def read_all(results_dir: Path) -> tuple[dict[Path, RunResult], list[str]]:
 
 
 def producer_of(weights: Path, results_dir: Path) -> str | None:
-    """The result in RESULTS_DIR (its file stem) whose final checkpoint holds WEIGHTS, i.e.
-    the run whose trained model an evaluation of WEIGHTS scores; None for other weights."""
-    folder = Path(weights).resolve().parent
+    """The result in RESULTS_DIR (its file stem) whose measured model WEIGHTS hold (its
+    selected epoch's weights, or its final checkpoint), i.e. the run whose trained model an
+    evaluation of WEIGHTS scores; None for other weights."""
+    weights = Path(weights).resolve()
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
-            checkpoint = load(path).training.get("checkpoint")
+            training = load(path).training
         except (OSError, ValueError):
             continue
-        if isinstance(checkpoint, str) and checkpoint and Path(checkpoint).resolve() == folder:
+        selected, checkpoint = training.get("selected_weights"), training.get("checkpoint")
+        if isinstance(selected, str) and selected and Path(selected).resolve() == weights:
+            return path.stem
+        if (
+            isinstance(checkpoint, str)
+            and checkpoint
+            and Path(checkpoint).resolve() == weights.parent
+        ):
             return path.stem
     return None

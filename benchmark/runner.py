@@ -4,56 +4,28 @@ plugin never stops the others; its result says what went wrong."""
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
 from benchmark import checkpoint, distributed, interrupt, results
-from benchmark.config import RunConfig, model_options, options_tag, validation_message
+from benchmark.config import RunConfig
 from benchmark.data import images
-from benchmark.data.base import DatasetBundle
 from benchmark.data.transforms import InputPipeline
 from benchmark.descriptors import descriptor_meta, save_descriptors
 from benchmark.errors import BenchmarkError, user_message
 from benchmark.evaluate import EvalReport, evaluate, evaluate_saved, ground_protocol
-from benchmark.model import CrossViewModel
-from benchmark.profiling import profile_model
+from benchmark.jobs import Job, load_dataset, lock, plan, preflight, resolve_device
+from benchmark.profiling import profile_model, timing
 from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
-from benchmark.specs import DatasetSpec
 from benchmark.train import train
-from benchmark.weights import check_pretrained, checkpoint_follows, load_weights
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist. Under
-    torchrun each rank takes the GPU of its LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError(
-            f"Device {name!r} was requested but CUDA is not available here. Use --device cpu "
-            "or --device auto."
-        )
-    world = distributed.current()
-    if device.type == "cuda" and world.active:
-        if device.index is not None:
-            raise BenchmarkError(
-                f"Under torchrun each process uses the GPU of its LOCAL_RANK, so --device "
-                f"{name} cannot be honoured; use --device cuda (or auto) and choose GPUs with "
-                "CUDA_VISIBLE_DEVICES."
-            )
-        device = torch.device("cuda", world.local_rank)
-    return device
+from benchmark.weights import checkpoint_follows, load_weights
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -64,48 +36,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
         torch.backends.cudnn.benchmark = False
-
-
-def dataset_split(spec: DatasetSpec, cfg: RunConfig) -> str:
-    """The configured split of SPEC (its default when none is given), checked to exist."""
-    split = cfg.split or spec.default_split
-    if split not in spec.splits:
-        raise BenchmarkError(
-            f"Dataset {cfg.dataset!r} has no split {split!r}. Its splits: {', '.join(spec.splits)}."
-        )
-    return split
-
-
-def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
-    """Build the configured dataset bundle (split checked, --limit applied)."""
-    spec = reg.dataset(cfg.dataset)
-    split = dataset_split(spec, cfg)
-    if spec.needs_root and cfg.data_root is None:
-        raise BenchmarkError(
-            f"Dataset {cfg.dataset!r} needs --data-root pointing at the folder you received "
-            f"(see `python -m benchmark datasets check --dataset {cfg.dataset} --data-root PATH`)."
-        )
-    try:
-        bundle = spec.build(cfg.data_root, split, cfg.dataset_options)
-    except ValidationError as exc:
-        raise BenchmarkError(validation_message(exc, "dataset_options.")) from None
-    if cfg.limit is not None:
-        bundle.train = bundle.train.subset(cfg.limit)
-        bundle.test = bundle.test.subset(cfg.limit)
-    if bundle.train.num_ground < 2 and cfg.epochs > 0:
-        raise BenchmarkError(f"The training split of {cfg.dataset!r} has fewer than 2 pairs.")
-    if bundle.test.num_ground == 0:
-        raise BenchmarkError(f"The test split {split!r} of {cfg.dataset!r} is empty.")
-    return bundle
-
-
-def job_paths(result: results.RunResult) -> Path:
-    """Checkpoint directory of this job (named as its aligned result)."""
-    return (
-        Path(result.config["results_dir"])
-        / "checkpoints"
-        / result.model_copy(update={"protocol": "aligned"}).stem()
-    )
 
 
 def build_loss(reg: Registry, cfg: RunConfig) -> Callable[..., torch.Tensor]:
@@ -119,21 +49,37 @@ def build_loss(reg: Registry, cfg: RunConfig) -> Callable[..., torch.Tensor]:
         ) from None
 
 
-def planned_result(reg: Registry, cfg: RunConfig) -> results.RunResult:
-    """The (not yet run) result of CFG: its identity, file name, config and method record."""
-    spec = reg.model(cfg.plugin)
-    split = cfg.split or (
-        reg.datasets[cfg.dataset].default_split if cfg.dataset in reg.datasets else "?"
-    )
+def _phase_message(stop: interrupt.Interrupted, phase: str, resume_point: str | None) -> str:
+    """What an interrupted record says: where it stopped, the last good state, what next."""
+    name = interrupt.signal_name(stop.signum)
+    if stop.waited:
+        where = (
+            f"during {phase}, after waiting {stop.waited:.0f} s for data once the stop was asked "
+            "for (a file of the dataset may block: a FIFO, a hung network filesystem)"
+        )
+    else:
+        where = f"during {phase}"
+    if resume_point is not None:
+        return (
+            f"Stopped by {name} {where}. The newest checkpoint is {resume_point}; run the same "
+            "command with --resume to continue from it."
+        )
+    return f"Stopped by {name} {where}; nothing of it was kept. Run the same command again."
+
+
+def new_result(reg: Registry, job: Job) -> results.RunResult:
+    """The (not yet run) result of JOB: its identity, file name, config and method record."""
+    cfg, spec = job.cfg, job.spec
     return results.RunResult(
         plugin=cfg.plugin,
         variant=cfg.variant,
         regime=cfg.regime,
         dataset=cfg.dataset,
-        split=split,
+        split=job.split,
         seed=cfg.seed,
         protocol=cfg.protocol,
-        options_tag=options_tag(spec, cfg),
+        run_id=job.identity.digest,
+        identity=job.identity.settings,
         status="failed",
         config=cfg.model_dump(mode="json"),
         started=results.now(),
@@ -143,9 +89,9 @@ def planned_result(reg: Registry, cfg: RunConfig) -> results.RunResult:
     )
 
 
-def result_path(reg: Registry, cfg: RunConfig) -> Path:
-    """Where the result of CFG is written."""
-    return Path(cfg.results_dir) / planned_result(reg, cfg).filename()
+def result_path(reg: Registry, cfg: RunConfig, weights: Path | None = None) -> Path:
+    """Where the result of CFG (evaluating WEIGHTS, when given) is written."""
+    return plan(reg, cfg, weights).result_path
 
 
 def run_job(
@@ -155,13 +101,38 @@ def run_job(
     weights: Path | None = None,
     descriptors: Path | None = None,
 ) -> results.RunResult:
-    """Run one plugin end to end and return its (ok or failed) result; never raises.
+    """Run one plugin end to end and return its ok, failed or interrupted result; raises only
+    on a second stop signal (interrupt.Interrupted with at_once).
 
     With DESCRIPTORS (saved by an earlier run) no model is built: they are scored again.
     """
-    spec = reg.model(cfg.plugin)
-    result = planned_result(reg, cfg)
+    try:
+        job = plan(reg, cfg, weights, descriptors)
+    except BenchmarkError as exc:
+        return results.RunResult(
+            plugin=cfg.plugin,
+            variant=cfg.variant,
+            regime=cfg.regime,
+            dataset=cfg.dataset,
+            split=cfg.split or "default",
+            seed=cfg.seed,
+            protocol=cfg.protocol,
+            status="failed",
+            error=user_message(exc),
+            config=cfg.model_dump(mode="json"),
+            started=results.now(),
+            finished=results.now(),
+            git_commit=results.git_commit(),
+        )
+    return execute(reg, job, resume)
+
+
+def execute(reg: Registry, job: Job, resume: bool = False) -> results.RunResult:
+    """Run the planned JOB; see run_job."""
+    cfg, spec = job.cfg, job.spec
+    result = new_result(reg, job)
     images.SKIPPED.clear()
+    phase, trained = "preparation", None
     try:
         device = resolve_device(cfg.device)
         result.env = results.environment(str(device))
@@ -170,23 +141,24 @@ def run_job(
         result.env["seeds"] = {k: cfg.seed for k in ("python", "numpy", "torch", "shuffle")}
         result.env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
         result.env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
-        opts = model_options(spec, cfg)
-        result.model_options = opts.model_dump(mode="json")
-        if descriptors is not None and cfg.epochs > 0:
+        result.model_options = job.options.model_dump(mode="json")
+        if job.descriptors is not None and cfg.epochs > 0:
             raise BenchmarkError(
                 "Saved descriptors are scored without training; use `eval --descriptors PATH`."
             )
-        with checkpoint_follows() if weights is not None else contextlib.nullcontext():
-            model: CrossViewModel | None = None if descriptors is not None else spec.build(opts)
-        if model is not None:
-            result.initialisation = model.initialisation
-        if weights is not None and model is not None:
-            result.initialisation = load_weights(model, weights)
-            result.training["weights"] = str(weights)
-            result.parent = results.producer_of(weights, cfg.results_dir)
         world = distributed.current()
-        with distributed.main_first(world):  # rank 0 generates and caches a synthetic world
-            bundle = load_dataset(reg, cfg)
+        with interrupt.abortable(interrupt.WAIT_S):
+            deferred = checkpoint_follows() if job.weights is not None else contextlib.nullcontext()
+            with deferred:  # weights that replace every tensor: no pretrained load first
+                model = None if job.descriptors is not None else spec.build(job.options)
+            if model is not None:
+                result.initialisation = model.initialisation
+            if job.weights is not None and model is not None:
+                result.initialisation = load_weights(model, job.weights)
+                result.training["weights"] = str(job.weights)
+                result.parent = results.producer_of(job.weights, cfg.results_dir)
+            with distributed.main_first(world):  # rank 0 generates and caches a synthetic world
+                bundle = load_dataset(reg, cfg)
         if world.active:
             result.env["distributed"] = world.describe(min(cfg.batch_size, bundle.train.num_ground))
         result.dataset_info = {
@@ -200,9 +172,12 @@ def run_job(
             result.preprocessing = pipeline.describe()
             result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
         loss_fn = build_loss(reg, cfg)
-        if cfg.epochs > 0 and not any(p.requires_grad for p in model.parameters()):
+        if job.trains and not any(p.requires_grad for p in model.parameters()):
             result.training["skipped"] = "the model has no trainable parameters"
-        elif cfg.epochs > 0:
+        elif job.trains:
+            phase = "training"
+            if world.is_main:
+                checkpoint.write_identity(job.ckpt_dir, job.training.settings)
             report = train(
                 model,
                 bundle.train,
@@ -210,14 +185,14 @@ def run_job(
                 cfg,
                 loss_fn,
                 device,
-                job_paths(result),
+                job.ckpt_dir,
                 resume=resume,
                 on_epoch_end=lambda e, logs: reg.hook.benchmark_on_epoch_end(
                     method=cfg.plugin, plugin=cfg.plugin, epoch=e, logs=logs
                 ),
             )
             result.train_seconds = report.seconds
-            latest = checkpoint.latest(job_paths(result))
+            latest = checkpoint.latest(job.ckpt_dir)
             result.training = {
                 "epochs_completed": report.epochs_completed,
                 "history": report.history,
@@ -239,45 +214,63 @@ def run_job(
                     f"Stopped by {report.interrupted} after {report.epochs_completed} of "
                     f"{cfg.epochs} epochs"
                     + (f" and {latest.step} steps" if latest is not None and latest.step else "")
-                    + "; the checkpoint is kept. Run the same command with --resume to continue."
+                    + (f"; the checkpoint {latest.path} is kept" if latest is not None else "")
+                    + ". Run the same command with --resume to continue."
                 )
-                record_skipped(result, cfg)
-                result.finished = results.now()
-                return result
+                return _finish(result, cfg)
+            trained = result.training["checkpoint"]
         metrics = list(reg.metrics.values())
         if cfg.metrics:
             metrics = [reg.metric(name) for name in cfg.metrics]
-        selected = result.training.get("selected_weights")
-        if selected and result.training["selected_epoch"] != result.training["epochs_completed"]:
-            final = evaluate(model, bundle.test, pipeline, cfg, device, metrics)  # the last epoch
-            if final is not None:  # scalars: the curves stay with the selected model's
-                result.training["final_metrics"] = {
-                    k: v for k, v in final.metrics.items() if not isinstance(v, dict | list)
-                }
-            distributed.barrier(distributed.current())  # rank 0 wrote the selected weights
-            load_weights(model, selected)
-        if model is not None:
-            ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
-            if ev is None:  # torchrun: rank 0 scores and records this job
-                result.status = "ok"
-                return result
-        else:
-            ev, saved_meta = evaluate_saved(descriptors, bundle.test, cfg, device, metrics)
-            result.preprocessing = saved_meta.get("preprocessing", {})
-            result.training["descriptors_from"] = str(descriptors)
+        phase = "evaluation"
+        with interrupt.abortable():
+            selected = result.training.get("selected_weights")
+            if (
+                selected
+                and result.training["selected_epoch"] != result.training["epochs_completed"]
+            ):
+                final = evaluate(model, bundle.test, pipeline, cfg, device, metrics)  # last epoch
+                if final is not None:  # scalars: the curves stay with the selected model's
+                    result.training["final_metrics"] = {
+                        k: v for k, v in final.metrics.items() if not isinstance(v, dict | list)
+                    }
+                distributed.barrier(distributed.current())  # rank 0 wrote the selected weights
+                load_weights(model, selected)
+            if model is not None:
+                ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
+                if ev is None:  # torchrun: rank 0 scores and records this job
+                    result.status = "ok"
+                    return result
+            else:
+                ev, saved_meta = evaluate_saved(job.descriptors, bundle.test, cfg, device, metrics)
+                result.preprocessing = saved_meta.get("preprocessing", {})
+                result.training["descriptors_from"] = str(job.descriptors)
         result.metrics = ev.metrics
         result.display = results.displays(metrics, ev.metrics)
         result.eval_seconds = ev.seconds
         result.training["retrieval_backend"] = ev.backend
         result.files = save_companions(result, cfg, ev)
         if cfg.profile and model is not None:
-            result.profile = profile_model(model, device)
+            phase = "profiling"
+            with interrupt.abortable():
+                result.profile = profile_model(model, device, **timing(device))
         result.status = "ok"
+    except interrupt.Interrupted as stop:
+        if stop.at_once:
+            raise
+        result.status = "interrupted"
+        latest = checkpoint.latest(job.ckpt_dir) if job.trains else None
+        point = trained or (str(latest.path) if latest is not None else None)
+        result.error = _phase_message(stop, phase, point)
     except BenchmarkError as exc:
         result.error = user_message(exc)
     except Exception as exc:  # a broken plugin is recorded, not fatal to the others
         result.error = f"{type(exc).__name__}: {exc}"
         result.training["traceback"] = traceback.format_exc()
+    return _finish(result, cfg)
+
+
+def _finish(result: results.RunResult, cfg: RunConfig) -> results.RunResult:
     record_skipped(result, cfg)
     result.finished = results.now()
     return result
@@ -320,16 +313,19 @@ def run_all(
     debug: bool = False,
     descriptors: Path | None = None,
 ) -> int:
-    """Run every config, write each result, print a summary; exit code 1 if any failed.
-
-    SIGINT/SIGTERM stop cleanly (see benchmark/interrupt.py): exit code 130/143.
-    """
-    preflight(reg, configs, given_weights=weights is not None or descriptors is not None)
+    """Run every config, write each result, print a summary. Exit code: 0 every run ok; 1
+    some run failed; 128 + N when signal N kept a run from completing (see interrupt.py)."""
+    jobs = [plan(reg, cfg, weights, descriptors) for cfg in configs]
+    for note in preflight(reg, jobs, resume):
+        print(note, file=sys.stderr, flush=True)
     world = distributed.init(configs[0].device)
+    held = lock(jobs) if world.is_main else []
     try:
         with interrupt.stop_on_signals():
-            return _run_each(reg, configs, resume, weights, debug, descriptors, world)
+            return _run_each(reg, jobs, resume, debug, world)
     finally:
+        for run_lock in held:
+            run_lock.release()
         distributed.shutdown()
 
 
@@ -364,71 +360,49 @@ def record_import_failures(
     return 1 if failures else 0
 
 
-def preflight(reg: Registry, configs: list[RunConfig], given_weights: bool = False) -> None:
-    """Check what every job needs before any work starts: names, split, pretrained weights
-    (unless GIVEN_WEIGHTS replace them), the files of a real dataset (a generated one is
-    checked when a job builds it), the results folder."""
-    datasets: set[str] = set()
-    for cfg in configs:
-        if not given_weights:
-            opts = model_options(reg.model(cfg.plugin), cfg)
-            check_pretrained(cfg.plugin, opts.pretrained, opts.pretrained_weights())
-        reg.loss(cfg.loss)
-        for name in cfg.metrics or ():
-            reg.metric(name)
-        spec = reg.dataset(cfg.dataset)
-        dataset_split(spec, cfg)
-        key = repr((cfg.dataset, cfg.data_root, cfg.split, cfg.dataset_options, cfg.limit))
-        if spec.needs_root and key not in datasets:  # the user's files: read their listing now
-            datasets.add(key)
-            load_dataset(reg, cfg)
-    for folder in {Path(cfg.results_dir) for cfg in configs}:
-        check_writable(folder)
-
-
-def check_writable(folder: Path) -> None:
-    """Create FOLDER if needed and prove a file can be written there, or raise clearly."""
+def write_result(result: results.RunResult, results_dir: Path) -> Path:
+    """Write RESULT; on a full disk, free the space this run's companion files took and try
+    once more, so the record itself is never lost to a leftover of our own."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise BenchmarkError(
-            f"The results directory {str(folder)!r} is not writable ({exc.strerror or exc}). "
-            "Choose a writable --results-dir with free space."
-        ) from None
+        return results.write(result, results_dir)
+    except OSError as first:
+        for name in result.files.values():
+            (Path(results_dir) / name).unlink(missing_ok=True)
+        if result.files:
+            result.notes.append(
+                f"The companion files {', '.join(result.files.values())} were removed to make "
+                f"room for this record ({first.strerror})."
+            )
+            result.files = {}
+        try:
+            return results.write(result, results_dir)
+        except OSError as exc:
+            raise BenchmarkError(
+                f"Could not write the result {result.filename()} to {str(results_dir)!r} "
+                f"({exc.strerror}); it was {result.status}"
+                + (f": {result.error}" if result.error else "")
+                + ". Choose a writable --results-dir with free space."
+            ) from exc
 
 
 def _run_each(
-    reg: Registry,
-    configs: list[RunConfig],
-    resume: bool,
-    weights: Path | None,
-    debug: bool,
-    descriptors: Path | None,
-    world: distributed.World,
+    reg: Registry, jobs: list[Job], resume: bool, debug: bool, world: distributed.World
 ) -> int:
-    failed = 0
-    for cfg in configs:
+    failed = stopped = 0
+    for index, job in enumerate(jobs):
+        cfg = job.cfg
         if world.is_main:
             print(
                 f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True
             )
-        result = run_job(reg, cfg, resume=resume, weights=weights, descriptors=descriptors)
+        result = execute(reg, job, resume=resume)
         if not world.is_main:
             if result.status == "failed":
                 raise BenchmarkError(f"Rank {world.rank} failed on {cfg.plugin}: {result.error}")
             if (signum := interrupt.requested()) is not None:
                 return interrupt.exit_code(signum)
             continue
-        try:
-            path = results.write(result, cfg.results_dir)
-        except OSError as exc:
-            raise BenchmarkError(
-                f"Could not write the result to {str(cfg.results_dir)!r} ({exc.strerror}). "
-                "Choose a writable --results-dir with free space."
-            ) from exc
+        path = write_result(result, cfg.results_dir)
         reg.hook.benchmark_on_result(result=result, path=path)
         print(
             summary_line(result),
@@ -440,6 +414,8 @@ def _run_each(
             if debug and "traceback" in result.training:
                 print(result.training["traceback"], file=sys.stderr)
         print(f"   result: {path}", flush=True)
+        if path != job.result_path:
+            print(f"   (the ok result {job.result_path.name} of this run is kept)", flush=True)
         if result.status == "failed" and world.active:
             print(
                 "Under torchrun a failed run ends the launch: the other processes cannot go on "
@@ -447,17 +423,26 @@ def _run_each(
                 file=sys.stderr,
             )
             return 1
+        stopped += result.status == "interrupted"
         if (signum := interrupt.requested()) is not None:
-            left = len(configs) - configs.index(cfg) - 1
-            skipped = f" {left} later run(s) did not start." if left else ""
-            print(
-                f"Stopped by {interrupt.signal_name(signum)}.{skipped} Run the same command "
-                "with --resume to continue.",
-                file=sys.stderr,
-            )
-            return interrupt.exit_code(signum)
+            left = [j.cfg.plugin for j in jobs[index + 1 :]]
+            if left:
+                print(
+                    f"Stopped by {interrupt.signal_name(signum)}: {len(left)} later run(s) did "
+                    f"not start; run them with --plugins {','.join(left)}.",
+                    file=sys.stderr,
+                )
+            elif not stopped:
+                print(
+                    f"{interrupt.signal_name(signum)} arrived after the last run had finished; "
+                    "its result is complete.",
+                    file=sys.stderr,
+                )
+            if left or stopped:
+                return interrupt.exit_code(signum)
+            break
     if failed:
-        print(f"{failed} of {len(configs)} runs failed; see the result files.", file=sys.stderr)
+        print(f"{failed} of {len(jobs)} runs failed; see the result files.", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -11,10 +11,13 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
+
+from benchmark.settings import RECIPE_FIELDS
+from benchmark.settings import Recipe as RecipeSettings
 
 if TYPE_CHECKING:
     from benchmark.data.base import DatasetBundle
@@ -61,33 +64,10 @@ class ModelOptions(BaseModel):
         return None
 
 
-class Recipe(BaseModel):
-    """A paper's training recipe, as its official code runs it: what the runner uses unless
-    told otherwise."""
+class Recipe(RecipeSettings):
+    """A paper's training recipe, as its official code runs it: what the runner uses unless a
+    regime or the user says otherwise, with the settings that differ on one dataset."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    batch_size: int = 32
-    epochs: int = 100
-    schedule: Literal["constant", "cosine", "exponential"] = "constant"
-    warmup_steps: int = 0
-    grad_clip: float | None = None
-    loss: str = "soft-margin-triplet"
-    loss_options: dict[str, Any] = Field(default_factory=dict)
-    sam_rho: float | None = None
-    mining: bool = False
-    selection: Literal["last", "best"] = Field(
-        "last", description="evaluate the last epoch, or the best by validation R@1"
-    )
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32",
-        description="training arithmetic: fp32, or bf16/fp16 autocast (fp16 with loss scaling)",
-    )
-    augment: list[str] = Field(default_factory=list, description="training augmentations")
     datasets: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="recipe settings that differ on one dataset, e.g. {'cvact': {...}}",
@@ -96,9 +76,8 @@ class Recipe(BaseModel):
     @field_validator("datasets")
     @classmethod
     def _recipe_settings_only(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        allowed = set(cls.model_fields) - {"datasets"}
         for dataset, settings in value.items():
-            if unknown := set(settings) - allowed:
+            if unknown := set(settings) - set(RECIPE_FIELDS):
                 raise ValueError(f"{dataset}: {sorted(unknown)} are not recipe settings")
         return value
 

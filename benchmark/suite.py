@@ -107,9 +107,13 @@ def config(
 
 
 def checkpoint_of(result: results.RunResult) -> Path | None:
-    """The weights file of RESULT's final checkpoint, when it is there and intact."""
+    """The weights RESULT's metrics were measured with, when they are there and intact: the
+    epoch chosen on validation (selection=best), else the final checkpoint."""
     from benchmark import checkpoint
 
+    selected = result.training.get("selected_weights")
+    if isinstance(selected, str) and selected and Path(selected).is_file():
+        return Path(selected)
     folder = result.training.get("checkpoint")
     found = checkpoint.verify(Path(folder)) if isinstance(folder, str) and folder else None
     return found.weights if found is not None else None
@@ -122,19 +126,26 @@ def _existing(path: Path) -> results.RunResult | None:
         return None
 
 
-def _choices(reg: Registry, run: Run, protocol: str | None) -> list[RunConfig]:
+Choice = tuple[RunConfig, Path | None]  # a config and the weights it evaluates
+
+
+def _choices(
+    reg: Registry, run: Run, protocol: str | None, parent: results.RunResult | None = None
+) -> list[Choice]:
     """The configs a step of RUN may have run with: the run itself, or its evaluation under
-    PROTOCOL from its checkpoint, then (no checkpoint) as a run of its own."""
+    PROTOCOL of its PARENT's weights, then (no weights) as a run of its own."""
     if protocol is None:
-        return [config(reg, run)]
-    return [config(reg, run, protocol, weights=True), config(reg, run, protocol)]
+        return [(config(reg, run), None)]
+    weights = checkpoint_of(parent) if parent is not None and parent.status == "ok" else None
+    own = (config(reg, run, protocol), None)
+    return [(config(reg, run, protocol, weights=True), weights), own] if weights else [own]
 
 
-def _found(reg: Registry, configs: list[RunConfig]) -> results.RunResult | None:
-    """The existing result of CONFIGS: an ok one first, else any."""
+def _found(reg: Registry, choices: list[Choice]) -> results.RunResult | None:
+    """The existing result of CHOICES: an ok one first, else any."""
     from benchmark.runner import result_path
 
-    existing = [r for c in configs if (r := _existing(result_path(reg, c))) is not None]
+    existing = [r for c, w in choices if (r := _existing(result_path(reg, c, w))) is not None]
     return next((r for r in existing if r.status == "ok"), existing[0] if existing else None)
 
 
@@ -161,19 +172,16 @@ def _step(
     """Make one result of RUN unless it is there; None, or the exit code of a stop by signal."""
     from benchmark.runner import result_path, run_all
 
-    choices = _choices(reg, run, protocol)
+    if protocol is not None and (parent is None or parent.status != "ok"):
+        progress.step(run, protocol, "skipped, its run did not succeed")
+        return None
+    choices = _choices(reg, run, protocol, parent)
     found = _found(reg, choices)
     if found is not None and found.status == "ok":
         progress.step(run, protocol, "done before, skipped")
         return None
-    weights = None
-    if protocol is not None:
-        if parent is None or parent.status != "ok":
-            progress.step(run, protocol, "skipped, its run did not succeed")
-            return None
-        weights = checkpoint_of(parent)
-    cfg = choices[0] if protocol is None or weights is not None else choices[1]
-    before = _existing(result_path(reg, cfg))
+    cfg, weights = choices[0]
+    before = _existing(result_path(reg, cfg, weights))
     resume = before is not None and before.status == "interrupted"
     progress.step(run, protocol, "resuming" if resume else "running")
     code = run_all(reg, [cfg], resume=resume, weights=weights, debug=debug)
@@ -219,11 +227,10 @@ def run_suite(
 ) -> int:
     """Check every run, then run them (JOBS processes at a time, each with THREADS torch
     threads); 0, 1 when some failed, 130/143 when stopped by a signal."""
-    from benchmark.runner import preflight
+    from benchmark.jobs import plan, preflight
 
-    preflight(
-        reg, [c for run in runs for p in (None, *run.protocols) for c in _choices(reg, run, p)]
-    )
+    configs = [config(reg, run, p) for run in runs for p in (None, *run.protocols)]
+    preflight(reg, [plan(reg, cfg) for cfg in configs])
     if jobs == 1:
         _threads(threads)
         return run_share(reg, runs, debug)
@@ -240,11 +247,13 @@ def describe(reg: Registry, runs: list[Run]) -> str:
     lines = []
     for run in runs:
         for protocol in (None, *run.protocols):
-            choices = _choices(reg, run, protocol)
+            if protocol is None:
+                parent = _found(reg, _choices(reg, run, None))
+            choices = _choices(reg, run, protocol, parent)
             found = _found(reg, choices)
             state = found.status if found is not None else "to run"
             what = f"{run.method} seed {run.user['seed']} {protocol or 'aligned'}"
-            lines.append(f"{what}: {result_path(reg, choices[0])} ({state})")
+            lines.append(f"{what}: {result_path(reg, *choices[0])} ({state})")
     return "\n".join(lines)
 
 

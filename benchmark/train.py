@@ -354,7 +354,8 @@ def train(
                 initial=skip,
                 total=steps_per_epoch,
             )
-            for step, data in enumerate(bar, start=skip):
+            batches_of = interrupt.abortable_iter(bar, interrupt.WAIT_S)  # a blocked read stops
+            for step, data in enumerate(batches_of, start=skip):
                 for key in IMAGE_KEYS & data.keys():
                     data[key] = data[key].to(device, non_blocking=True)
                 augment(data, epoch, step)

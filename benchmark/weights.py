@@ -38,6 +38,30 @@ class PretrainedWeights:
     url: str  # where to download them
 
 
+_probing = False
+
+
+class WeightsRequested(BaseException):
+    """Raised instead of loading pretrained weights while probe_weights() is active."""
+
+
+@contextlib.contextmanager
+def probe_weights() -> Iterator[None]:
+    """Within this block a request for pretrained weights raises WeightsRequested instead of
+    loading them: a build that asks for none (an option its variant ignores) shows cheaply."""
+    global _probing
+    _probing, before = True, _probing
+    try:
+        yield
+    finally:
+        _probing = before
+
+
+def _requested(source: str) -> None:
+    if _probing:
+        raise WeightsRequested(source)
+
+
 def hub_reachable(timeout: float = 1.5) -> bool:
     """True when the model hub answers within TIMEOUT seconds and offline mode is off."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
@@ -130,6 +154,7 @@ def pretrained_state(
     """
     if not option or _DEFERRED[0]:
         return None
+    _requested(str(option))
     if option is True:
         if need.timm is None:
             raise _not_on_hub("This model", need)
@@ -169,6 +194,7 @@ def timm_pretrained(name: str, **kwargs: object) -> nn.Module:
     """Create timm model NAME with ImageNet weights, failing fast and clearly when offline."""
     import timm
 
+    _requested(f"timm:{name}")
     online = hub_reachable()
     previous = os.environ.get("HF_HUB_OFFLINE")
     if not online:
@@ -233,6 +259,7 @@ def flat_state_dict(checkpoint: Mapping[str, Any], source: str) -> dict[str, tor
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a weights file's tensor state dict: safetensors or a torch checkpoint."""
+    _requested(str(path))
     return flat_state_dict(read_checkpoint(path), str(path))
 
 

@@ -175,6 +175,21 @@ def without_data_root(tmp: Path) -> list[str]:
     return args[:i] + args[i + 2 :]
 
 
+def plugins(tmp: Path, names: str) -> list[str]:
+    """The synthetic case with --plugins NAMES."""
+    args = synthetic(tmp)
+    args[args.index("--plugins") + 1] = names
+    return args
+
+
+def alias_bomb(levels: int) -> str:
+    """A 'billion laughs' YAML file: each level repeats the previous one nine times."""
+    lines = ['a0: &a0 ["lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
 def bad_path(tmp: Path) -> str:
     """The file a damaging case broke."""
     return (tmp / "bad-path").read_text()
@@ -305,7 +320,7 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
     (
         "weights-do-not-match",
         weights("other.safetensors", foreign_weights),
-        1,
+        2,
         [
             "do not match the model",
             "missing keys",
@@ -315,20 +330,71 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
     (
         "weights-not-safetensors",
         weights("junk.safetensors", lambda p: p.write_bytes(b"junk")),
-        1,
+        2,
         ["junk.safetensors", "not a readable safetensors file"],
     ),
     (
         "weights-neither-format",
         weights("junk.pth", lambda p: p.write_bytes(b"not a pickle")),
-        1,
+        2,
         ["junk.pth", "neither safetensors nor a torch checkpoint", "weights_only"],
     ),
     (
         "weights-missing",
         lambda t: synthetic(t, "--weights", str(t / "no.pt"), command="eval"),
-        1,
+        2,
         ["no.pt", "does not exist"],
+    ),
+    (
+        "set-value-and-group",
+        lambda t: synthetic(t, "--set", "a=1", "--set", "a.b=2"),
+        2,
+        ["--set 'a.b=2' conflicts", "a was given a value"],
+    ),
+    ("plugins-empty", lambda t: plugins(t, ",,,"), 2, ["no plugin named in ',,,'"]),
+    ("plugin-twice", lambda t: plugins(t, "safa,safa"), 2, ["asked for twice"]),
+    (
+        "seed-too-large",
+        lambda t: synthetic(t, "--seed", str(2**32)),
+        2,
+        ["seed: Input should be less than 4294967296"],
+    ),
+    (
+        "protocol-seed-too-large",
+        lambda t: synthetic(t, "--set", f"protocol_seed={2**40}"),
+        2,
+        ["protocol_seed: Input should be less than 4294967296"],
+    ),
+    ("yaml-alias-bomb", config_file("bomb.yaml", alias_bomb(12)), 2, ["expands to more than"]),
+    (
+        "identity-by-set",
+        lambda t: synthetic(t, "--set", "plugin=cvm_net"),
+        2,
+        ["'plugin' is part of a run's identity", "--plugins cvm_net"],
+    ),
+    (
+        "identity-in-a-file",
+        config_file("variant.yaml", "variant: paper\n"),
+        2,
+        ["'variant' is part of a run's identity", "--variant paper"],
+    ),
+    (
+        "pretrained-ignored-by-variant",
+        lambda t: synthetic(t, "--set", "model.pretrained=/etc/passwd"),
+        2,
+        ["the tiny backbone has no pretrained weights", "set model.pretrained=false"],
+    ),
+    (
+        "pretrained-on-a-model-without-weights",
+        lambda t: [*plugins(t, "raw-pixels"), "--pretrained"],
+        2,
+        ["raw-pixels's 'tiny' variant loads no pretrained weights"],
+    ),
+    (
+        "cuda-without-cuda",
+        lambda t: synthetic(t, "--device", "cuda"),
+        2,
+        ["Device 'cuda' was requested but CUDA is not available"],
     ),
     ("results-dir-not-creatable", not_a_file_parent, 2, ["results directory", "not writable"]),
     ("results-dir-read-only", read_only_results, 2, ["results directory", "not writable"]),
@@ -361,6 +427,8 @@ def test_bad_input_is_one_clear_message(
 ) -> None:
     if build is read_only_results and os.geteuid() == 0:
         pytest.skip("root can write to a read-only folder; the not-creatable case covers it")
+    if "Device 'cuda' was requested" in "".join(fragments) and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     argv = build(tmp_path)
     exit_code, err = run_cli(argv, capsys)
     assert exit_code == code, err

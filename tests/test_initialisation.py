@@ -17,12 +17,14 @@ from torch import nn
 
 from benchmark import weights
 from benchmark.backbones import VGG16_CFG, conv_names, vgg16_weights, vgg_trunk
-from benchmark.config import options_tag, resolve
+from benchmark.config import resolve
 from benchmark.data.base import SourceGeometry
 from benchmark.data.transforms import InputPipeline
 from benchmark.errors import BenchmarkError
+from benchmark.jobs import plan
+from benchmark.jobs import preflight as preflight_jobs
 from benchmark.registry import build_registry
-from benchmark.runner import preflight, run_job
+from benchmark.runner import run_job
 from benchmark.specs import Preprocess
 from plugins.safa import SPEC as SAFA_SPEC
 from plugins.safa import SAFAOptions
@@ -169,7 +171,12 @@ def test_safa_paper_options_are_the_official_code() -> None:
         SAFAOptions(backbone="tiny")
 
 
-def test_preflight_names_missing_weights_before_any_work(offline: None) -> None:
+def preflight(reg: Any, configs: list[Any], descriptors: Path | None = None) -> None:
+    """The checks `run` makes before any work (`eval --descriptors` with DESCRIPTORS)."""
+    preflight_jobs(reg, [plan(reg, cfg, descriptors=descriptors) for cfg in configs])
+
+
+def test_preflight_names_missing_weights_before_any_work(offline: None, tmp_path: Path) -> None:
     reg = build_registry()
     paper = resolve(reg.model("safa"), {}, quick=False)
     with pytest.raises(BenchmarkError) as err:
@@ -177,7 +184,9 @@ def test_preflight_names_missing_weights_before_any_work(offline: None) -> None:
     message = str(err.value)
     assert "ImageNet VGG16" in message and "vgg16.npy" in message
     assert "--pretrained FILE" in message and "--set model.pretrained=false" in message
-    preflight(reg, [paper], given_weights=True)  # eval --weights replaces them all
+    saved = tmp_path / "saved.descriptors.safetensors"
+    saved.write_bytes(b"")
+    preflight(reg, [paper], descriptors=saved)  # evaluating saved work needs no start weights
     preflight(reg, [resolve(reg.model("safa"), {}, quick=True)])  # tiny: from scratch
     preflight(reg, [resolve(reg.model("safa"), {"model": {"pretrained": False}}, quick=False)])
     saig = resolve(reg.model("saig"), {}, quick=False)
@@ -266,12 +275,17 @@ def test_results_say_from_scratch(tiny_run: dict[str, Any]) -> None:
     assert quick.status == "ok" and quick.initialisation == "from scratch"
 
 
-def test_run_names_depend_on_the_kind_of_weights_not_the_file() -> None:
-    spec = SAFA_SPEC
+def test_run_identity_names_weights_by_content_not_path(tmp_path: Path) -> None:
+    reg = build_registry()
+    spec = reg.model("safa")
+    first, copy, other = (tmp_path / n for n in ("a.npy", "copy.npy", "b.npy"))
+    first.write_bytes(b"weights A")
+    copy.write_bytes(b"weights A")
+    other.write_bytes(b"weights B")
 
-    def tag(pretrained: bool | str) -> str:
-        return options_tag(spec, resolve(spec, {"model": {"pretrained": pretrained}}, False))
+    def run_id(pretrained: bool | str) -> str:
+        cfg = resolve(spec, {"model": {"pretrained": pretrained}}, False)
+        return plan(reg, cfg).identity.digest
 
-    assert tag(True) == tag("/a/vgg16.safetensors") == ""
-    assert tag("/a/vgg16.npy") == tag("/elsewhere/copy.npy") != ""  # BGR/Caffe input
-    assert tag(False) not in ("", tag("/a/vgg16.npy"))
+    assert run_id(str(first)) == run_id(str(copy))  # the same weights wherever they lie
+    assert len({run_id(str(first)), run_id(str(other)), run_id(True), run_id(False)}) == 4

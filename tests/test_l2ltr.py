@@ -402,15 +402,16 @@ def test_evaluating_an_official_checkpoint_needs_no_imagenet_weights(
     tmp_path, tiny_run: dict
 ) -> None:
     from benchmark.config import resolve
+    from benchmark.jobs import plan, preflight
     from benchmark.registry import build_registry
-    from benchmark.runner import preflight, run_job
+    from benchmark.runner import run_job
 
     torch.save(official_checkpoint(), tmp_path / "model_checkpoint.pth")
     reg = build_registry()
     sizes = {k: v for k, v in OFFICIAL.items() if k != "pretrained"}  # paper: pretrained=true
     user = {**tiny_run, "epochs": 0, "model": sizes}
     cfg = resolve(reg.model("l2ltr"), user, quick=False)
-    preflight(reg, [cfg], given_weights=True)
+    preflight(reg, [plan(reg, cfg, tmp_path / "model_checkpoint.pth")])  # it replaces them
     result = run_job(reg, cfg, weights=tmp_path / "model_checkpoint.pth")
     assert result.status == "ok", result.error
     assert result.initialisation.startswith("weights:model_checkpoint.pth (sha256 ")

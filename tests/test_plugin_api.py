@@ -134,8 +134,9 @@ def _pixels(name: str = "pixels-two") -> Any:
         ),
         (
             local(benchmark_models=lambda: [_replace(quick={"epoch": 3})]),
-            "method 'pixels-two' whose quick settings are invalid: Invalid configuration: epoch: "
-            "Extra inputs are not permitted (got 3).",
+            "method 'pixels-two' whose quick settings are invalid: The quick settings of "
+            "'pixels-two' set 'epoch' (did you mean 'epochs'?); they may set recipe fields and "
+            "model options only.",
         ),
         (
             local(benchmark_models=lambda: [_replace(quick={"model": {"width": 3}})]),

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark import profiling
+from benchmark.cli import main
 from benchmark.model import CrossViewModel, l2n
 from benchmark.profiling import (
     PROFILE_KEYS,
     count_macs,
     count_parameters,
     einsum_macs,
-    profile_command,
     render_profile_table,
 )
 from benchmark.specs import Preprocess
@@ -143,7 +143,7 @@ def test_cuda_out_of_memory_halves_the_batch(monkeypatch) -> None:
 
 def test_profile_json_schema_of_tiny_safa(capsys, monkeypatch) -> None:
     monkeypatch.setattr(profiling, "CPU_TIMING", {"batch_size": 2, "warmup": 0, "iters": 1})
-    assert profile_command(["safa"], "json", "cpu", "tiny") == 0
+    assert main(["profile", "--plugins", "safa", "--variant", "tiny", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1
     row = rows[0]
@@ -210,6 +210,31 @@ def test_table_shows_reported_beside_measured() -> None:
     assert dict(zip(_cells(head), _cells(other), strict=True))["Δ compute"] == "-"
 
 
-def test_unknown_variant_is_a_clear_error() -> None:
-    with pytest.raises(profiling.BenchmarkError, match="Available variants"):
-        profile_command(["safa"], "json", "cpu", "huge")
+def test_unknown_variant_is_a_clear_error(capsys) -> None:
+    assert main(["profile", "--plugins", "safa", "--variant", "huge"]) == 2
+    assert "Available variants" in capsys.readouterr().err
+
+
+def test_profile_goes_through_the_config_system(capsys, monkeypatch, tmp_path) -> None:
+    """An ablation (--set, --config) and a regime are profiled as a run would build them,
+    and the paper's figures are compared only with the paper's own configuration."""
+    monkeypatch.setattr(profiling, "CPU_TIMING", {"batch_size": 1, "warmup": 0, "iters": 1})
+    file = tmp_path / "heads.yaml"
+    file.write_text("model:\n  heads: 2\n")
+    args = ["profile", "--plugins", "safa", "--regime", "quick", "--format", "json"]
+    assert main([*args, "--device", "cpu"]) == 0
+    (base,) = json.loads(capsys.readouterr().out)
+    assert main([*args, "--device", "cpu", "--config", str(file)]) == 0
+    (ablation,) = json.loads(capsys.readouterr().out)
+    assert (base["variant"], base["regime"], base["input_ground"]) == ("tiny", "quick", [32, 128])
+    assert ablation["model_overrides"]["heads"] == 2 and "heads" not in base["model_overrides"]
+    assert ablation["descriptor_dim"] == base["descriptor_dim"] // 4  # 2 of SAFA's 8 heads
+    assert ablation["batch_size"] == 1  # the one timing procedure (profiling.timing)
+    paper_row = {**ablation, "variant": SAFA_SPEC.card.reported_cost.get("variant", "paper")}
+
+    def delta(row: dict) -> str:
+        head, _, line = render_profile_table([row]).splitlines()[:3]
+        return dict(zip(_cells(head), _cells(line), strict=True))["Δ params"]
+
+    assert delta({**paper_row, "model_overrides": {}}) != "-"
+    assert delta(paper_row) == "-"  # an ablation is not what the paper measured

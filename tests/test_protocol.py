@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from benchmark.cli import _user_settings, parser
-from benchmark.config import RunConfig, options_tag, resolve
+from benchmark.cli import _user_layers, parser
+from benchmark.config import RunConfig, resolve
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
 from benchmark.runner import run_job
@@ -50,7 +50,6 @@ def test_dataset_specific_recipe_settings(reg) -> None:
     on_cvact = resolve(safa, {"dataset": "cvact"}, quick=False)
     assert on_cvact.loss_options == {"min_negative_distance_m": 25.0}
     assert resolve(safa, {"dataset": "cvusa"}, quick=False).loss_options == {}
-    assert options_tag(safa, on_cvact) == ""  # the recipe's own setting, not an ablation
     assert resolve(saig, {"dataset": "cvact"}, quick=False).augment == []  # aug=False there
 
 
@@ -80,9 +79,12 @@ def test_precision_policy_sets_the_arithmetic(name: str, dtype: torch.dtype) -> 
 
 
 def test_amp_flag_asks_for_fp16() -> None:
-    args = parser().parse_args(["run", "--plugins", "saig", "--amp"])
-    assert _user_settings(args)["precision"] == "fp16"
-    assert "precision" not in _user_settings(parser().parse_args(["run", "--plugins", "saig"]))
+    def flags(*argv: str) -> dict[str, Any]:
+        layers = _user_layers(parser().parse_args(["run", "--plugins", "saig", *argv]))
+        return {k: v for layer in layers for k, v in layer.values.items()}
+
+    assert flags("--amp")["precision"] == "fp16"
+    assert "precision" not in flags()
 
 
 def test_a_bf16_run_records_the_precision_it_applied(reg, tiny_run: dict[str, Any]) -> None:
@@ -104,4 +106,4 @@ def test_a_run_records_the_augmentation_it_applied(reg, tiny_run: dict[str, Any]
     assert "polar" in applied["skipped"]["aerial-crop-rotate"]
     assert plain.training["augmentation"] == {"applied": [], "skipped": {}}
     assert shifted.training["history"][0]["loss"] != plain.training["history"][0]["loss"]
-    assert shifted.options_tag != plain.options_tag == ""  # a different method, own file
+    assert shifted.run_id != plain.run_id  # a different method: its own result file

@@ -374,16 +374,17 @@ def test_imagenet_weights_load_as_published(tmp_path) -> None:
 
 def test_evaluating_an_official_model_needs_no_imagenet_weights(tmp_path, tiny_run: dict) -> None:
     from benchmark.config import resolve
+    from benchmark.jobs import plan, preflight
     from benchmark.registry import build_registry
-    from benchmark.runner import preflight, run_job
+    from benchmark.runner import run_job
 
     torch.save(official_model(), tmp_path / "model_checkpoint.pth")
     reg = build_registry()
     sizes = {k: v for k, v in SMALL.items() if k != "pretrained"}  # paper: ImageNet SAIG-D
     cfg = resolve(reg.model("saig"), {**tiny_run, "epochs": 0, "model": sizes}, quick=False)
     with pytest.raises(BenchmarkError, match="SAIG"):
-        preflight(reg, [cfg])  # training would need the ImageNet file
-    preflight(reg, [cfg], given_weights=True)
+        preflight(reg, [plan(reg, cfg)])  # training would need the ImageNet file
+    preflight(reg, [plan(reg, cfg, tmp_path / "model_checkpoint.pth")])  # it replaces them
     result = run_job(reg, cfg, weights=tmp_path / "model_checkpoint.pth")
     assert result.status == "ok", result.error
     assert result.initialisation.startswith("weights:model_checkpoint.pth (sha256 ")

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from benchmark.cli import _user_settings, parser
-from benchmark.config import resolve
+from benchmark.cli import _user_layers, parser
+from benchmark.config import merge, resolve
 from benchmark.metrics import Evaluation, recall_metrics
 from benchmark.registry import build_registry
 from benchmark.results import RunResult
@@ -56,7 +56,8 @@ def test_protocol_is_recorded_and_names_its_own_result_file(tiny_run: dict[str, 
     assert result.status == "ok", result.error
     assert result.protocol == "unknown-orientation"
     assert result.preprocessing["protocol"]["name"] == "unknown-orientation"
-    assert result.filename().endswith("-seed0-unknown-orientation.json")
+    assert result.filename() == f"{result.stem()}.json"
+    assert result.stem().endswith(f"-seed0-unknown-orientation-{result.run_id}")
 
 
 def test_cli_flags_reach_the_run_config() -> None:
@@ -74,7 +75,9 @@ def test_cli_flags_reach_the_run_config() -> None:
         ]
     )
     assert args.descriptors == Path("d.safetensors") and args.weights is None
-    user = _user_settings(args)
+    user: dict[str, Any] = {}
+    for layer in _user_layers(args):
+        user = merge(user, layer.values)
     assert (user["eval_memory_mb"], user["protocol"]) == (64, "fov=70")
     with pytest.raises(SystemExit):
         parser().parse_args(["eval", "--plugins", "safa", "--weights", "w", "--descriptors", "d"])

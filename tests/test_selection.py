@@ -139,8 +139,9 @@ def test_a_run_that_selects_the_last_epoch_keeps_no_extra_record(
 def test_best_weights_newer_than_a_resumed_checkpoint_are_dropped(
     tiny_run: dict[str, Any],
 ) -> None:
-    first = job({**tiny_run, "epochs": 1})
+    first = job({**tiny_run, "epochs": 2})
     folder = Path(first.training["checkpoint"]).parent
+    shutil.rmtree(folder / "epoch-00002")  # as if killed after epoch 1's checkpoint
     stale = folder / "best-epoch-00009.safetensors"  # written by a run killed after it
     shutil.copy(first.training["selected_weights"], stale)
     resumed = job({**tiny_run, "epochs": 2}, resume=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +64,32 @@ def test_a_suite_runs_its_protocol_evaluations_on_the_checkpoint_and_resumes(
     runs = plan(_tiny_suite(tmp_path), {})
     assert run_suite(reg, runs, threads=None) == 0
     folder = tmp_path / "results"
-    made = {p.name: results.load(p) for p in folder.glob("*.json")}
-    assert len(made) == 4 and all(r.status == "ok" for r in made.values())
-    safa = made["synthetic-test__safa-tiny-quick-seed0.json"]
-    evaluation = made["synthetic-test__safa-tiny-quick-seed0-fov90.json"]
-    assert evaluation.parent == "synthetic-test__safa-tiny-quick-seed0"
+
+    def made() -> dict[tuple[str, str], tuple[Path, results.RunResult]]:
+        found = {p: results.load(p) for p in folder.glob("*.json")}
+        return {(r.plugin, r.protocol): (p, r) for p, r in found.items()}
+
+    first = made()
+    assert len(first) == 4 and all(r.status == "ok" for _, r in first.values())
+    safa_path, safa = first[("safa", "aligned")]
+    evaluation_path, evaluation = first[("safa", "fov=90")]
+    assert evaluation.parent == safa_path.stem
     assert evaluation.config["epochs"] == 0 and evaluation.config["profile"] is False
-    weights = Path(evaluation.training["weights"])
-    assert weights.parent == Path(safa.training["checkpoint"])
-    pixels = made["synthetic-test__raw-pixels-tiny-quick-seed0-fov90.json"]
+    # the model its metrics were measured with: the epoch chosen on validation
+    assert Path(evaluation.training["weights"]) == Path(safa.training["selected_weights"])
+    _, pixels = first[("raw-pixels", "fov=90")]
     assert pixels.parent is None and pixels.config["epochs"] == 1  # nothing to evaluate: run
     capsys.readouterr()
 
-    (folder / "synthetic-test__safa-tiny-quick-seed0-fov90.json").unlink()
+    evaluation_path.unlink()
     before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     assert run_suite(reg, runs, threads=None) == 0
     out = capsys.readouterr().out
     assert out.count("done before, skipped") == 3 and out.count(": running") == 1
     after = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     assert {k: after[k] for k in before} == before  # the results already there are untouched
-    again = results.load(folder / "synthetic-test__safa-tiny-quick-seed0-fov90.json")
+    again_path, again = made()[("safa", "fov=90")]
+    assert again_path == evaluation_path  # the same run: the same name
     assert again.metrics == evaluation.metrics and again.parent == evaluation.parent
 
 
@@ -123,15 +128,17 @@ def test_dry_run_lists_every_result_and_whether_it_is_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     file = _suite_file(tmp_path, seeds=[0, 1], protocols=["unknown-orientation"])
-    (tmp_path / "r").mkdir()
+    assert main(["suite", str(file), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.endswith("(to run)") for line in lines)
+    assert lines[2].startswith("safa seed 1 aligned: ")
+    path = Path(lines[2].removeprefix("safa seed 1 aligned: ").removesuffix(" (to run)"))
     done = results.RunResult(
         plugin="safa", variant="tiny", regime="quick", dataset="synthetic", split="test", seed=1,
         status="ok", config={},
     )  # fmt: skip
-    results.write(done, tmp_path / "r")
+    results.dump(done, path)  # as the run would have left it
     assert main(["suite", str(file), "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4
-    assert lines[2].startswith("safa seed 1 aligned: ") and lines[2].endswith("(ok)")
-    assert all(line.endswith("(to run)") for line in (lines[0], lines[1], lines[3]))
-    assert json.loads((tmp_path / "r" / done.filename()).read_text())["seed"] == 1
+    again = capsys.readouterr().out.splitlines()
+    assert again[2].endswith("(ok)")
+    assert all(line.endswith("(to run)") for line in (again[0], again[1], again[3]))

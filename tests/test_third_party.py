@@ -75,7 +75,7 @@ def test_installed_example_lists_runs_and_reaches_the_leaderboard(
         "--device", "cpu", "--results-dir", str(results), "--set", "profile=false", *sets,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    (found,) = results.glob("synthetic-test__example-gem-tiny-quick-seed0.json")
+    (found,) = results.glob("synthetic-test__example-gem-tiny-quick-seed0-*.json")
     result = json.loads(found.read_text())
     package = result["plugin_package"]
     assert (package["package"], package["version"]) == ("cvgl-example-gem", "0.1.0")

@@ -24,27 +24,20 @@ SECTION_KEYS = ["dataset", "split"]
 # Config fields a row is keyed by elsewhere (method, variant, regime, seed), that choose its
 # column (the protocol and its seed), or that the recorded model options already hold.
 KEYED = frozenset({"plugin", "variant", "regime", "seed", "protocol", "protocol_seed", "model"})
-# Config fields that say where and how a run ran, not what it measured.
-INFRASTRUCTURE = frozenset(
-    {
-        "results_dir",
-        "data_root",
-        "device",
-        "workers",
-        "eval_batch_size",
-        "eval_memory_mb",
-        "retrieval",
-        "topk",
-        "deterministic",
-        "profile",
-        "save_descriptors",
-    }
-)
+
+
+@cache
+def _infrastructure() -> frozenset[str]:
+    """Config fields that say where and how a run ran, not what it measured: their role
+    (benchmark/settings.py), and the data root, a path on one machine."""
+    from benchmark.config import fields_with_role
+
+    return frozenset({*fields_with_role("infrastructure"), "data_root"})
 
 
 def is_infrastructure(field: str) -> bool:
     """Whether config FIELD only says where or how a run ran (not a leaderboard setting)."""
-    return field in INFRASTRUCTURE
+    return field in _infrastructure()
 
 
 @cache
