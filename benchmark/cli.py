@@ -17,6 +17,12 @@ def _plugins(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto" or value.isdigit():
+        return value if value == "auto" else int(value)
+    raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', got {value!r}")
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins", type=_plugins, required=True, help="a,b,... or 'all'")
     p.add_argument("--dataset", default=None, help="dataset name (default: synthetic)")
@@ -45,7 +51,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", type=Path, default=None)
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="DataLoader workers per process, or auto (from the cores and the device)",
+    )
     p.add_argument(
         "--skip-bad-images",
         action="store_true",

@@ -7,7 +7,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -87,7 +87,9 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     deterministic: bool = True
     results_dir: Path = Path("results")
-    workers: int = Field(0, ge=0, le=256)
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
+        0, description="DataLoader workers per process, or auto (from the cores and the device)"
+    )
     limit: int | None = Field(None, ge=2, description="cap train and test pairs (smoke runs)")
     retrieval: Literal["auto", "faiss", "torch"] = "auto"
     topk: int = Field(10, ge=1, le=10_000, description="top-k references stored per query")

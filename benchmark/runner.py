@@ -19,6 +19,7 @@ from benchmark import checkpoint, distributed, interrupt, results
 from benchmark.config import RunConfig, model_options, options_tag, validation_message
 from benchmark.data import images
 from benchmark.data.base import DatasetBundle
+from benchmark.data.sources import describe_sources
 from benchmark.data.transforms import InputPipeline
 from benchmark.descriptors import descriptor_meta, save_descriptors
 from benchmark.errors import BenchmarkError, user_message
@@ -180,6 +181,7 @@ def run_job(
         if model is not None:
             pipeline = InputPipeline(model.preprocess, bundle.geometry)
             result.preprocessing = pipeline.describe()
+            result.preprocessing["sources"] = describe_sources(bundle.test, pipeline)
             result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
         loss_fn = build_loss(reg, cfg)
         if cfg.epochs > 0 and not any(p.requires_grad for p in model.parameters()):
@@ -206,6 +208,9 @@ def run_job(
                 "resumed_from": report.resumed_from,
                 "resumed_step": report.resumed_step,
                 "checkpoint": str(latest.path) if latest is not None else None,
+                "workers": report.workers,
+                "data_wait_seconds": report.data_wait_seconds,
+                "compute_seconds": report.compute_seconds,
             }
             if report.interrupted:
                 result.status = "interrupted"

@@ -21,9 +21,8 @@ from torch.utils.data import BatchSampler
 from benchmark import checkpoint, distributed, faults, interrupt
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
-from benchmark.data.loader import EpochShuffle, EpochTagged, PairDataset, make_loader
+from benchmark.data.loader import EpochShuffle, EpochTagged, PairDataset, WaitClock, make_loader
 from benchmark.data.transforms import InputPipeline
-from benchmark.distributed import IMAGE_KEYS
 from benchmark.errors import TrainingError
 from benchmark.mining import MiningSampler
 from benchmark.model import CrossViewModel
@@ -45,6 +44,18 @@ class TrainReport:
     resumed_from: int | None = None
     resumed_step: int = 0
     interrupted: str | None = None
+    workers: int = 0
+    data_wait_seconds: float = 0.0  # blocked on the DataLoader for the next batch
+    compute_seconds: float = 0.0  # from a batch's arrival to the end of its step
+
+    def data_line(self) -> str:
+        """One line: time spent waiting for data versus computing."""
+        busy = self.data_wait_seconds + self.compute_seconds
+        share = 100 * self.data_wait_seconds / busy if busy else 0.0
+        return (
+            f"   data: waited {self.data_wait_seconds:.1f} s for batches, computed "
+            f"{self.compute_seconds:.1f} s ({share:.0f}% waiting, {self.workers} workers)"
+        )
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -170,6 +181,8 @@ def train(
             batch_sampler=distributed.RankSlices(EpochTagged(batches, sampler), world),
         )
         steps_per_epoch = len(loader)
+        report.workers = loader.num_workers
+        clock = WaitClock(loader)
         optimizer = build_optimizer(cfg, model)
         schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
         amp = device.type == "cuda"
@@ -218,15 +231,15 @@ def train(
             model.train()
             total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
             bar = distributed.progress(
-                loader,
+                clock,
                 desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}",
                 leave=False,
                 initial=skip,
                 total=steps_per_epoch,
             )
             for step, data in enumerate(bar, start=skip):
-                for key in IMAGE_KEYS & data.keys():
-                    data[key] = data[key].to(device, non_blocking=True)
+                began = time.perf_counter()
+                data = pairs.to_model(data, device)  # normalised model inputs on the device
 
                 def closure(data: dict[str, Any] = data) -> torch.Tensor:
                     ctx = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
@@ -260,6 +273,7 @@ def train(
                 schedule.step()
                 total += loss.item()
                 count += 1
+                report.compute_seconds += time.perf_counter() - began
                 bar.set_postfix(loss=f"{total / count:.4f}")
                 faults.point("train-step")
                 signum = distributed.agree_signal(world, interrupt.requested())
@@ -285,4 +299,7 @@ def train(
             if on_epoch_end is not None and world.is_main:
                 on_epoch_end(epoch + 1, logs)
         report.seconds = time.perf_counter() - t0
+        report.data_wait_seconds = clock.seconds
+        if world.is_main:
+            print(report.data_line(), flush=True)
         return report

@@ -9,6 +9,14 @@ from typing import Any
 import numpy as np
 
 
+def take(load: Callable[[int], np.ndarray], keep: np.ndarray) -> Callable[[int], np.ndarray]:
+    """LOAD restricted to the indices KEEP; a loader with its own ``take`` (an ImageReader)
+    keeps what else it can do (reduced-size decode, caching)."""
+    if hasattr(load, "take"):
+        return load.take(keep)
+    return lambda j: load(int(keep[j]))
+
+
 @dataclass
 class CrossViewSplit:
     """One side of a dataset (train or test): images by index and their ground truth.
@@ -58,7 +66,7 @@ class CrossViewSplit:
         return CrossViewSplit(
             name=self.name,
             load_ground=self.load_ground,
-            load_aerial=lambda j, f=self.load_aerial, k=keep_a: f(int(k[j])),
+            load_aerial=take(self.load_aerial, keep_a),
             num_ground=n,
             num_aerial=len(keep_a),
             positives=np.array([remap[int(a)] for a in self.positives[:n]]),
