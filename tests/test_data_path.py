@@ -152,6 +152,14 @@ def test_jpegs_decode_at_the_smallest_dct_scale_that_covers_the_input(tmp_path: 
     assert difference.abs().mean() < 2.0  # grey levels; the DCT scaling filters a little more
 
 
+def test_a_limited_split_keeps_reduced_decoding_and_caching(cvusa: Path) -> None:
+    bundle = build_cvusa(cvusa, "test", {"cache": "model-input", "cache_dir": "/unused"})
+    limited = bundle.test.subset(3)
+    assert isinstance(limited.load_aerial, ImageReader)
+    assert limited.load_aerial.paths == bundle.test.load_aerial.paths[:3]
+    assert limited.load_aerial.options.cache == "model-input"
+
+
 def test_source_sizes_leave_every_step_a_reduction() -> None:
     pre = Preprocess((128, 512), (128, 512), polar=True)
     cvact = InputPipeline(pre, SourceGeometry(ground_rows=(0.25, 0.75)))
@@ -181,13 +189,17 @@ def test_model_input_cache_is_built_once_and_holds_the_shaped_images(
     stamp = files[0].stat().st_mtime_ns
     ViewDataset(cached.test, "aerial", pipeline)  # found again, not rebuilt
     assert files[0].stat().st_mtime_ns == stamp and len(list(tmp_path.glob("*.npy"))) == 1
-    other = InputPipeline(Preprocess((16, 64), (8, 32), polar=True), cached.geometry)
-    ViewDataset(cached.test, "aerial", other)  # another preprocessing: another file
+    other = InputPipeline(Preprocess((16, 64), (16, 64), polar=False), cached.geometry)
+    ViewDataset(cached.test, "aerial", other)  # resized, not polar: another file
     assert len(list(tmp_path.glob("*.npy"))) == 2
     tile = Path(cached.test.load_aerial.paths[0])
     os.utime(tile, ns=(stamp, stamp + 10**9))  # a changed file is a changed cache
     ViewDataset(cached.test, "aerial", pipeline)
     assert len(list(tmp_path.glob("*.npy"))) == 3
+    full = build_cvusa(cvusa, "test", {**options, "decode": "full"})
+    for rows in ((0.0, 1.0), (0.25, 0.75)):  # only the kept rows differ: two files
+        ViewDataset(full.test, "ground", InputPipeline(pre, SourceGeometry(ground_rows=rows)))
+    assert len(list(tmp_path.glob("*.npy"))) == 5
 
 
 def test_protocols_apply_to_cached_panoramas_at_model_resolution(

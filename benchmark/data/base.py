@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def take(load: Callable[[int], np.ndarray], keep: np.ndarray) -> Callable[[int], np.ndarray]:
+def reindexed(load: Callable[[int], np.ndarray], keep: np.ndarray) -> Callable[[int], np.ndarray]:
     """LOAD restricted to the indices KEEP; a loader with its own ``take`` (an ImageReader)
     keeps what else it can do (reduced-size decode, caching)."""
     if hasattr(load, "take"):
@@ -66,7 +66,7 @@ class CrossViewSplit:
         return CrossViewSplit(
             name=self.name,
             load_ground=self.load_ground,
-            load_aerial=take(self.load_aerial, keep_a),
+            load_aerial=reindexed(self.load_aerial, keep_a),
             num_ground=n,
             num_aerial=len(keep_a),
             positives=np.array([remap[int(a)] for a in self.positives[:n]]),

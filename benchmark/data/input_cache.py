@@ -44,7 +44,7 @@ def cache_path(reader: ImageReader, view: str, pipeline: InputPipeline) -> Path:
         "view": view,
         "shaping": pipeline.shaping(view),
         "decode": reader.options.decode,
-        "decoded_at_least": pipeline.source_size(view),
+        "decoded_at_least": reader.at_least(pipeline.source_size(view)).least,
         "skip_bad_images": reader.options.skip_bad_images,
         "v": CACHE_VERSION,
     }
