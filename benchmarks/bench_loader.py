@@ -13,8 +13,8 @@ torch thread (what one DataLoader worker does):
 
 It also reports the mean absolute difference (grey levels, 0-255) between model inputs from
 the reduced decode and from the full decode (both shaped by the same stated resize or polar
-sampling), and the model-input cache's pairs/s per worker against np.take of the same rows
-of the same memmaps into preallocated buffers (a bare memory copy). With --profile FILE
+sampling), and the model-input cache's pairs/s per worker against copying the same rows of the same
+memmaps into preallocated buffers (a bare memory copy, one memcpy per image). With --profile FILE
 (``python -m benchmark profile --plugins all --format json``) it adds, for each method at its
 paper configuration, the pairs/s that keep an accelerator busy and the workers each path needs.
 
@@ -42,11 +42,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.config import model_options, resolve  # noqa: E402
 from benchmark.data.base import CrossViewSplit, SourceGeometry  # noqa: E402
 from benchmark.data.images import ImageReader, LoadOptions, read_image  # noqa: E402
 from benchmark.data.loader import PairDataset  # noqa: E402
 from benchmark.data.sources import view_source  # noqa: E402
 from benchmark.data.transforms import InputPipeline  # noqa: E402
+from benchmark.registry import registry  # noqa: E402
 from benchmark.specs import Preprocess  # noqa: E402
 
 # (panorama (h, w), aerial side, aerial format, kept panorama rows) as distributed
@@ -55,15 +57,7 @@ DATASETS = {
     "cvact": ((832, 1664), 1200, "jpg", (0.25, 0.75)),
     "vigor": ((1024, 2048), 640, "png", (0.0, 1.0)),
 }
-# each method's paper input (ground h, w), (aerial h, w), polar, and the dataset it trains on
-PAPER = {
-    "cvm_net": ((128, 512), (256, 256), False, "cvusa"),
-    "safa": ((128, 512), (128, 512), True, "cvusa"),
-    "l2ltr": ((128, 512), (128, 512), True, "cvusa"),
-    "saig": ((128, 512), (256, 256), False, "cvusa"),
-    "aenet": ((128, 512), (128, 512), True, "cvusa"),
-    "vigor": ((320, 640), (320, 320), False, "vigor"),
-}
+PAPER_DATASET = {"vigor": "vigor"}  # the others are trained and compared on CVUSA
 BATCH = 8
 
 
@@ -95,10 +89,29 @@ def write_files(folder: Path, name: str, n: int, rng: np.random.Generator) -> di
     return paths
 
 
-def bare_decode(path: Path, least: tuple[int, int]) -> None:
-    """The floor: decode PATH at reduced size, nothing else."""
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def paper_preprocess(method: str) -> Preprocess:
+    """The input sizes and polar choice of METHOD's paper configuration."""
+    spec = registry().model(method)
+    opts = model_options(spec, resolve(spec, {}, quick=False))
+    return Preprocess(tuple(opts.ground_size), tuple(opts.aerial_size), opts.polar)
+
+
+def bare_decode(path: Path, least: tuple[int, int] | None) -> None:
+    """The floor: decode PATH at reduced size (at least LEAST; None: full size), nothing else."""
     with Image.open(path) as im:
-        im.draft(None, (least[1], least[0]))
+        if least is not None:
+            im.draft(None, (least[1], least[0]))
         im.load()
 
 
@@ -151,6 +164,12 @@ def decode_rates(
         full = pipeline.shape(view, torch.stack([torch.from_numpy(read_image(p)) for p in files]))
         rates["mad"] = float((reduced - full).abs().mean())
         rates["decoded"] = tuple(source.fetch([0], pipeline).shape[1:3])
+        if least is None and str(files[0]).endswith(".jpg"):  # what a polar prefilter costs
+            h, w = pipeline.size(view)
+            side = max(2 * h, math.ceil(w / math.pi))  # the radial/outer-ring sample spacing
+            halved = torch.stack([torch.from_numpy(read_image(p, (side, side))) for p in files])
+            rates["mad_reduced"] = float((pipeline.shape(view, halved) - full).abs().mean())
+            rates["reduced_to"] = tuple(halved.shape[1:3])
         out[view] = rates
     return out
 
@@ -158,7 +177,7 @@ def decode_rates(
 def cache_rates(
     paths: dict[str, list], pipeline: InputPipeline, pairs: int, folder: Path, repeats: int
 ) -> dict[str, float]:
-    """Pairs/s of a worker reading the model-input cache, and of np.take of the same rows."""
+    """Pairs/s of a worker reading the model-input cache, and of a bare copy of its rows."""
     cycle = {v: [paths[v][k % len(paths[v])] for k in range(pairs)] for v in paths}
     options = LoadOptions(cache="model-input", cache_dir=str(folder))
     start = time.perf_counter()
@@ -172,7 +191,8 @@ def cache_rates(
     def copy() -> None:
         for b in batches:
             for a, buf in zip(arrays, buffers, strict=True):
-                np.take(a, b, axis=0, out=buf)
+                for k, i in enumerate(b):
+                    buf[k] = a[i]
 
     count = 32 * len(batches)
     rates = best_rate(
@@ -199,7 +219,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     print(
-        f"CPU {platform.processor() or platform.machine()}, load average "
+        f"CPU {cpu_model()}, load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (start), one torch thread, "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}"
     )
@@ -213,20 +233,27 @@ def main() -> None:
             f"{'dataset':7} {'view':6} {'decoded':>10} {'floor':>7} {'worker':>7} "
             f"{'/floor':>6} {'before':>7} {'MAD':>5}"
         )
-        worker_pairs: dict[str, float] = {}
+        notes: list[str] = []
         for name in args.datasets:
             rows = DATASETS[name][3]
-            method = "vigor" if name == "vigor" else "safa"
-            ground, aerial, polar, _ = PAPER[method]
-            pipeline = InputPipeline(Preprocess(ground, aerial, polar), SourceGeometry(rows))
-            rates = decode_rates(files[name], pipeline, args.repeats)
+            pre = paper_preprocess("vigor" if name == "vigor" else "safa")
+            rates = decode_rates(
+                files[name], InputPipeline(pre, SourceGeometry(rows)), args.repeats
+            )
             for view, r in rates.items():
                 size = "x".join(str(v) for v in r["decoded"][::-1])
                 print(
                     f"{name:7} {view:6} {size:>10} {r['floor']:7.1f} {r['worker']:7.1f} "
                     f"{r['worker'] / r['floor']:5.2f}x {r['before']:7.1f} {r['mad']:5.2f}"
                 )
-            worker_pairs[name] = 1 / sum(1 / r["worker"] for r in rates.values())
+                if "mad_reduced" in r:
+                    to = "x".join(str(v) for v in r["reduced_to"][::-1])
+                    notes.append(
+                        f"{name} {view}: decoding the polar tiles at {to} instead "
+                        f"would change the polar images by {r['mad_reduced']:.2f} levels"
+                    )
+        for note in notes:
+            print(f"  ({note})")
         pipeline = InputPipeline(Preprocess((128, 512), (128, 512), True), SourceGeometry())
         cache = cache_rates(
             files[args.datasets[0]], pipeline, args.cache_pairs, Path(tmp) / "cache", args.repeats
@@ -236,22 +263,22 @@ def main() -> None:
             f"{args.cache_pairs} pairs built in {cache['built_s']:.1f} s), per worker:"
         )
         print(
-            f"  np.take of the same rows {cache['memcpy']:9.0f} pairs/s; worker "
+            f"  bare copy of the same rows {cache['memcpy']:9.0f} pairs/s; worker "
             f"{cache['worker']:9.0f} pairs/s = {cache['worker'] / cache['memcpy']:.2f}x "
             f"(goal >= 5,000 pairs/s)"
         )
         if args.profile:
-            gpu_table(args, worker_pairs, cache["worker"], files)
+            gpu_table(args, cache["worker"] * cache["mb_per_pair"], files)
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def gpu_table(
     args: argparse.Namespace,
-    worker_pairs: dict[str, float],
-    cache_pairs: float,
+    cache_mb_per_s: float,
     files: dict[str, dict[str, list]],
 ) -> None:
-    """Pairs/s that keep the stated accelerator busy, and workers per data path."""
+    """Pairs/s that keep the stated accelerator busy, and workers per data path (the cache's
+    rate scaled from 128x512 by the bytes of each method's pair: it is a memory copy)."""
     profile = {row["plugin"]: row for row in json.loads(args.profile.read_text())}
     flops = args.tflops * 1e12 * args.mfu
     print(
@@ -259,23 +286,26 @@ def gpu_table(
         "forward = 6 FLOP per MAC):"
     )
     print(
-        "| method | input (ground / aerial) | GMACs/pair | pairs/s | workers (JPEG) "
-        "| workers (cache) |"
+        "| method | input (ground / aerial) | GMACs/pair | pairs/s needed | JPEG pairs/s/worker "
+        "| JPEG workers | cache pairs/s/worker | cache workers |"
     )
-    print("|---|---|---|---|---|---|")
-    for method, (ground, aerial, polar, dataset) in PAPER.items():
+    print("|---|---|---|---|---|---|---|---|")
+    for method in ("cvm_net", "safa", "l2ltr", "saig", "aenet", "vigor"):
+        dataset = PAPER_DATASET.get(method, "cvusa")
         if method not in profile or dataset not in files:
             continue
         gmacs = profile[method]["gmacs"]
         need = flops / (6 * gmacs * 1e9)
-        rows = DATASETS[dataset][3]
-        pipeline = InputPipeline(Preprocess(ground, aerial, polar), SourceGeometry(rows))
+        pre = paper_preprocess(method)
+        pipeline = InputPipeline(pre, SourceGeometry(DATASETS[dataset][3]))
         rates = decode_rates(files[dataset], pipeline, args.repeats)
         jpeg = 1 / sum(1 / r["worker"] for r in rates.values())
-        size = f"{ground[0]}x{ground[1]} / {aerial[0]}x{aerial[1]}{' polar' if polar else ''}"
+        (gh, gw), (ah, aw) = pre.ground_size, pre.aerial_size
+        size = f"{gh}x{gw} / {ah}x{aw}{' polar' if pre.polar else ''} ({dataset})"
+        cache = cache_mb_per_s / (3 * (gh * gw + ah * aw) / 1e6)
         print(
-            f"| {method} | {size} | {gmacs:.1f} | {need:,.0f} | {math.ceil(need / jpeg)} "
-            f"| {math.ceil(need / cache_pairs)} |"
+            f"| {method} | {size} | {gmacs:.1f} | {need:,.0f} | {jpeg:.0f} | "
+            f"{math.ceil(need / jpeg)} | {cache:,.0f} | {math.ceil(need / cache)} |"
         )
 
 

@@ -83,6 +83,7 @@ def test_batched_inputs_match_the_per_image_reference(
     aerials = rng.integers(0, 256, (3, 30, 30, 3), dtype=np.uint8)
     g = pipeline.model_input("ground", torch.from_numpy(grounds))
     a = pipeline.model_input("aerial", torch.from_numpy(aerials))
+    assert g.is_contiguous() and a.is_contiguous()  # NCHW: kernels' rounding follows layout
     # polar: float32 gather vs float64 loop, 4 products of <= 255 -> < 1e-4 levels
     polar_atol = 1e-3 / 255 / min(pre.std) if polar else ATOL
     for k in range(3):

@@ -254,7 +254,9 @@ class MemmapImages:
     def rows(self, indices: Sequence[int]) -> torch.Tensor:
         """Images INDICES as one uint8 (B, h, w, 3) tensor: a single copy out of the file."""
         out = batch_buffer((len(indices), *self.shape[1:]))
-        np.take(self._open(), np.asarray(indices, dtype=np.int64), axis=0, out=out.numpy())
+        rows, array = out.numpy(), self._open()
+        for k, i in enumerate(indices):  # one memcpy per image (np.take is slower here)
+            rows[k] = array[int(i)]
         return out
 
     def __getstate__(self) -> dict:

@@ -179,12 +179,13 @@ class InputPipeline:
 
     def model_input(self, view: str, images: Images, cached: bool = False) -> torch.Tensor:
         """VIEW's normalised model input from uint8 IMAGES: source pixels, or CACHED ones
-        already shaped (the model-input cache)."""
+        already shaped (the model-input cache). Contiguous NCHW (the steps before work on
+        channels-last views, and a model's kernels, hence its rounding, follow the layout)."""
         if cached:
             x = torch.cat([g.permute(0, 3, 1, 2).float() for g in as_batch(images)])
         else:
             x = self.shape(view, images)
-        return self.normalise(x)
+        return self.normalise(x).contiguous()
 
     def ground(self, image: np.ndarray) -> torch.Tensor:
         """One HxWx3 uint8 panorama as the model's (3, h, w) input."""
