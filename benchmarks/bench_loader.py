@@ -4,19 +4,23 @@ cache against a bare copy of the same bytes.
 Writes natural-looking images (1/f noise textures, JPEG quality 90) at the file sizes of
 CVUSA (panorama 1232x224, aerial 750x750 JPEG), CVACT (1664x832, 1200x1200 JPEG) and VIGOR
 (2048x1024 JPEG, aerial 640x640 PNG, as distributed), then times, in one process with one
-torch thread (what one DataLoader worker does):
+torch thread (what one DataLoader worker does), in CPU seconds of that process (on a shared
+machine, wall-clock time mostly measures the other processes):
 
-  floor   the bare reduced-size decode of the same files (PIL open, draft, load; nothing else)
+  floor   the bare decode of the same files at the size the worker decodes them (PIL open,
+          draft, load; nothing else)
   worker  ViewSource.fetch: the harness worker's whole job (decode at reduced size, checks,
-          conversion, stacking into a batch); resize/polar/normalise run later on the device
+          conversion to an RGB array, stacking into a batch); resize, polar transform and
+          normalisation run later, batched, on the model's device
   before  the previous design's worker: full-size decode, then resize/polar on the CPU
 
 It also reports the mean absolute difference (grey levels, 0-255) between model inputs from
 the reduced decode and from the full decode (both shaped by the same stated resize or polar
-sampling), and the model-input cache's pairs/s per worker against copying the same rows of the same
-memmaps into preallocated buffers (a bare memory copy, one memcpy per image). With --profile FILE
-(``python -m benchmark profile --plugins all --format json``) it adds, for each method at its
-paper configuration, the pairs/s that keep an accelerator busy and the workers each path needs.
+sampling), and the model-input cache's pairs/s per worker against copying the same rows of
+the same memmaps into preallocated buffers (a bare memory copy, one memcpy per image). With
+--profile FILE (``python -m benchmark profile --plugins all --format json``) it adds, for
+each method at its paper configuration, the pairs/s that keep an accelerator busy and the
+workers each path needs.
 
     .venv/bin/python benchmarks/bench_loader.py
     .venv/bin/python benchmarks/bench_loader.py --profile profile.json --tflops 989 --mfu 0.4
@@ -25,6 +29,7 @@ paper configuration, the pairs/s that keep an accelerator busy and the workers e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -59,6 +64,7 @@ DATASETS = {
 }
 PAPER_DATASET = {"vigor": "vigor"}  # the others are trained and compared on CVUSA
 BATCH = 8
+Files = tuple[tuple[str, tuple[Path, ...]], ...]  # ((view, paths), ...): hashable
 
 
 def texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -75,7 +81,7 @@ def texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_files(folder: Path, name: str, n: int, rng: np.random.Generator) -> dict[str, list]:
+def write_files(folder: Path, name: str, n: int, rng: np.random.Generator) -> Files:
     """N panoramas and N aerial images of dataset NAME's sizes and formats under FOLDER."""
     (gh, gw), side, fmt, _ = DATASETS[name]
     paths: dict[str, list] = {"ground": [], "aerial": []}
@@ -86,7 +92,7 @@ def write_files(folder: Path, name: str, n: int, rng: np.random.Generator) -> di
             kwargs = {"quality": 90} if ext == "jpg" else {}
             Image.fromarray(texture(h, w, rng)).save(path, **kwargs)
             paths[view].append(path)
-    return paths
+    return tuple((view, tuple(files)) for view, files in paths.items())
 
 
 def cpu_model() -> str:
@@ -116,13 +122,15 @@ def bare_decode(path: Path, least: tuple[int, int] | None) -> None:
 
 
 def best_rate(tasks: dict[str, Callable[[], object]], count: int, repeats: int) -> dict[str, float]:
-    """Items/s of each task (COUNT items per call), best of REPEATS interleaved passes."""
+    """Items per CPU second of each task (COUNT items per call; user + system time of this
+    one-threaded process: what a worker does on a core of its own), best of REPEATS
+    interleaved passes."""
     best = dict.fromkeys(tasks, math.inf)
     for _ in range(repeats):
         for name, task in tasks.items():
-            start = time.perf_counter()
+            start = time.process_time()
             task()
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], time.process_time() - start)
     return {name: count / seconds for name, seconds in best.items()}
 
 
@@ -139,10 +147,14 @@ def split_of(paths: dict[str, list], options: LoadOptions, label: str) -> CrossV
     )
 
 
+@functools.cache
 def decode_rates(
-    paths: dict[str, list], pipeline: InputPipeline, repeats: int
+    name: str, pre: Preprocess, paths: Files, repeats: int
 ) -> dict[str, dict[str, float]]:
-    """Per view: floor, worker and previous-design rates (images/s) and the MAD."""
+    """Per view of dataset NAME's PATHS under PRE: floor, worker and previous-design rates
+    (images per CPU second) and the MAD (measured once per input configuration)."""
+    pipeline = InputPipeline(pre, SourceGeometry(DATASETS[name][3]))
+    paths = {view: list(files) for view, files in paths}
     split = split_of(paths, LoadOptions(), "bench")
     out = {}
     for view in ("ground", "aerial"):
@@ -211,7 +223,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="files per view and dataset")
     parser.add_argument("--repeats", type=int, default=3, help="passes per path (best kept)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--cache-pairs", type=int, default=1024, help="pairs in the cache test")
+    parser.add_argument("--cache-pairs", type=int, default=512, help="pairs in the cache test")
     parser.add_argument("--profile", type=Path, help="JSON of `benchmark profile --format json`")
     parser.add_argument("--tflops", type=float, default=989.0, help="dense bf16 TFLOP/s (H100)")
     parser.add_argument("--mfu", type=float, default=0.4, help="realistic share of --tflops")
@@ -235,11 +247,8 @@ def main() -> None:
         )
         notes: list[str] = []
         for name in args.datasets:
-            rows = DATASETS[name][3]
             pre = paper_preprocess("vigor" if name == "vigor" else "safa")
-            rates = decode_rates(
-                files[name], InputPipeline(pre, SourceGeometry(rows)), args.repeats
-            )
+            rates = decode_rates(name, pre, files[name], args.repeats)
             for view, r in rates.items():
                 size = "x".join(str(v) for v in r["decoded"][::-1])
                 print(
@@ -256,7 +265,11 @@ def main() -> None:
             print(f"  ({note})")
         pipeline = InputPipeline(Preprocess((128, 512), (128, 512), True), SourceGeometry())
         cache = cache_rates(
-            files[args.datasets[0]], pipeline, args.cache_pairs, Path(tmp) / "cache", args.repeats
+            dict(files[args.datasets[0]]),
+            pipeline,
+            args.cache_pairs,
+            Path(tmp) / "cache",
+            args.repeats,
         )
         print(
             f"\nmodel-input cache at 128x512 ({cache['mb_per_pair']:.2f} MB a pair, "
@@ -297,8 +310,7 @@ def gpu_table(
         gmacs = profile[method]["gmacs"]
         need = flops / (6 * gmacs * 1e9)
         pre = paper_preprocess(method)
-        pipeline = InputPipeline(pre, SourceGeometry(DATASETS[dataset][3]))
-        rates = decode_rates(files[dataset], pipeline, args.repeats)
+        rates = decode_rates(dataset, pre, files[dataset], args.repeats)
         jpeg = 1 / sum(1 / r["worker"] for r in rates.values())
         (gh, gw), (ah, aw) = pre.ground_size, pre.aerial_size
         size = f"{gh}x{gw} / {ah}x{aw}{' polar' if pre.polar else ''} ({dataset})"

@@ -145,10 +145,10 @@ def test_jpegs_decode_at_the_smallest_dct_scale_that_covers_the_input(tmp_path: 
     # the reduced decode then the stated resize stays close to full decode + resize
     pre = Preprocess((32, 128), (48, 48), polar=False)
     pipeline = InputPipeline(pre, SourceGeometry())
-    small = torch.from_numpy(reader.at_least(pipeline.source_size("aerial"))(0))[None]
+    small = torch.tensor(reader.at_least(pipeline.source_size("aerial"))(0))[None]
     assert small.shape[1] == 60
     difference = pipeline.shape("aerial", small) - pipeline.shape(
-        "aerial", torch.from_numpy(full)[None]
+        "aerial", torch.tensor(full)[None]
     )
     assert difference.abs().mean() < 2.0  # grey levels; the DCT scaling filters a little more
 

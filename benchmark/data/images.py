@@ -101,7 +101,13 @@ def _open_error(path: str | Path, what: str) -> BenchmarkError:
 
 
 def read_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode PATH with PIL into a uint8 HxWx3 RGB array; BenchmarkError names a bad file.
+    """Decode PATH with PIL into a writable uint8 HxWx3 RGB array (see decode_image)."""
+    return decode_image(path, least).copy()
+
+
+def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode PATH with PIL into a read-only uint8 HxWx3 RGB array (one copy out of PIL);
+    BenchmarkError names a bad file.
 
     With LEAST (height, width), a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8)
     that still gives at least that size; other formats decode at full size.
@@ -118,7 +124,7 @@ def read_image(path: str | Path, least: tuple[int, int] | None = None) -> np.nda
                     "dataset_options.skip_bad_images=true to use a black image in its place."
                 )
             rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.array(rgb, dtype=np.uint8)  # writable, as torch.from_numpy wants
+            return np.asarray(rgb, dtype=np.uint8)
     except FileNotFoundError:
         raise _open_error(path, "does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -192,9 +198,9 @@ class ImageReader:
         return out
 
     def __call__(self, i: int) -> np.ndarray:
-        """The decoded image I (uint8 HxWx3)."""
+        """The decoded image I (uint8 HxWx3, read-only)."""
         try:
-            image = read_image(self.paths[i], self.least)
+            image = decode_image(self.paths[i], self.least)
         except BenchmarkError as exc:
             if not self.options.skip_bad_images:
                 raise
@@ -220,6 +226,18 @@ class ImageReader:
                     f"No readable {self.kind} image near {self.paths[bad]}; check the folder."
                 )
         return self._shape
+
+
+def stacked(images: Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+    """Same-size uint8 images copied into one (B, H, W, 3) tensor (in shared memory inside a
+    worker); images of mixed sizes as a list of (H, W, 3) copies."""
+    if len({im.shape for im in images}) != 1:
+        return [torch.tensor(im) for im in images]
+    out = batch_buffer((len(images), *images[0].shape))
+    rows = out.numpy()
+    for k, im in enumerate(images):
+        rows[k] = im
+    return out
 
 
 def batch_buffer(shape: Sequence[int]) -> torch.Tensor:
@@ -309,7 +327,7 @@ def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """IMAGE resized to SIZE with the harness's one resize method, back to uint8."""
     if image.shape[:2] == tuple(size):
         return image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    x = torch.tensor(image).permute(2, 0, 1).float()
     out = resize(x, size).round().clamp(0, 255).to(torch.uint8)
     return out.permute(1, 2, 0).numpy()
 

@@ -24,6 +24,7 @@ from benchmark.data.images import (
     MemmapImages,
     build_memmap,
     decoded_in_parallel,
+    stacked,
 )
 from benchmark.data.transforms import InputPipeline
 from benchmark.errors import BenchmarkError
@@ -65,10 +66,8 @@ def shaped(reader: ImageReader, view: str, pipeline: InputPipeline, part: range)
                 f"{reader.paths[i]} cannot be used: {exc}. Replace it with an image as the "
                 "dataset distributes it."
             ) from None
-    tensors = [torch.from_numpy(im) for im in images]
-    same = len({t.shape for t in tensors}) == 1
     with torch.inference_mode():
-        x = pipeline.shape(view, torch.stack(tensors) if same else tensors)
+        x = pipeline.shape(view, stacked(images))
         x = x.round().clamp(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 

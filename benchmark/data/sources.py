@@ -1,8 +1,9 @@
 """How each view's images travel from the DataLoader workers to the model's device.
 
-A worker ``fetch``es uint8 images for a list of indices: pixels decoded by PIL (JPEGs at
-reduced size when the model input is at least 2x smaller, see ``InputPipeline.source_size``),
-rows of the model-input cache, or JPEG bytes to decode on the device. ``to_model`` then turns
+A worker ``fetch``es uint8 images for a list of indices: pixels decoded by PIL (a JPEG that
+is resized to a model input at least 2x smaller is decoded at a reduced DCT scale, see
+``InputPipeline.source_size``), rows of the model-input cache, or JPEG bytes to decode on the
+device. ``to_model`` then turns
 a batch into normalised model inputs on the device with the pipeline's batched ops.
 """
 
@@ -13,27 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from benchmark.data.base import CrossViewSplit
-from benchmark.data.images import DECODE, ImageReader, MemmapImages, batch_buffer
+from benchmark.data.images import DECODE, ImageReader, MemmapImages, stacked
 from benchmark.data.input_cache import model_input_cache
 from benchmark.data.transforms import GroundProtocol, Images, InputPipeline
 from benchmark.errors import BenchmarkError
 
 Stage = Literal["pixels", "model-input", "jpeg"]
-
-
-def stacked(images: Sequence[np.ndarray]) -> Images:
-    """Same-size uint8 images as one (B, H, W, 3) tensor (in shared memory inside a worker);
-    images of mixed sizes as a list."""
-    if len({im.shape for im in images}) != 1:
-        return [torch.from_numpy(im) for im in images]
-    out = batch_buffer((len(images), *images[0].shape))
-    for k, im in enumerate(images):
-        out.numpy()[k] = im
-    return out
 
 
 def to_device(images: Images, device: torch.device) -> Images:

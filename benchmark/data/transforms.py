@@ -84,7 +84,7 @@ def polar_batch(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def polar_transform(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Polar-transform one square HxWxC aerial image to (height, width, C) float32."""
-    out = polar_batch(torch.from_numpy(np.ascontiguousarray(image))[None], height, width)
+    out = polar_batch(torch.tensor(image)[None], height, width)
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -95,6 +95,14 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if images.dim() == 3:
         return resize(images[None], size)[0]
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host TENSOR on DEVICE without stalling the host: on CUDA through pinned memory,
+    so the copy queues behind the device's work instead of waiting for it."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def as_batch(images: Images) -> list[torch.Tensor]:
@@ -118,8 +126,13 @@ class InputPipeline:
             )
         self.pre = preprocess
         self.geometry = geometry
-        self.mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._stats = {torch.device("cpu"): (mean, std)}  # per device, copied once
+
+    def __getstate__(self) -> dict:
+        cpu = torch.device("cpu")
+        return {**self.__dict__, "_stats": {cpu: self._stats[cpu]}}  # workers get no GPU copies
 
     def size(self, view: str) -> tuple[int, int]:
         """(height, width) of VIEW's model input."""
@@ -173,7 +186,10 @@ class InputPipeline:
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel values (B, 3, h, w) in [0, 255] to the model's normalised input."""
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        if x.device not in self._stats:
+            cpu = self._stats[torch.device("cpu")]
+            self._stats[x.device] = tuple(on_device(t, x.device) for t in cpu)
+        mean, std = self._stats[x.device]
         x = (x / 255.0 - mean) / std
         return x.flip(1) if self.pre.bgr else x
 
@@ -189,11 +205,11 @@ class InputPipeline:
 
     def ground(self, image: np.ndarray) -> torch.Tensor:
         """One HxWx3 uint8 panorama as the model's (3, h, w) input."""
-        return self.model_input("ground", torch.from_numpy(np.ascontiguousarray(image))[None])[0]
+        return self.model_input("ground", torch.tensor(image)[None])[0]
 
     def aerial(self, image: np.ndarray) -> torch.Tensor:
         """One HxWx3 uint8 aerial image as the model's (3, h, w) input."""
-        return self.model_input("aerial", torch.from_numpy(np.ascontiguousarray(image))[None])[0]
+        return self.model_input("aerial", torch.tensor(image)[None])[0]
 
     def describe(self) -> dict[str, object]:
         """The preprocessing actually applied, for the result file."""
@@ -248,13 +264,14 @@ class GroundProtocol:
         starts = [round(self.azimuth(int(i)) / 360.0 * width) % width for i in indices]
         keep = width if self.fov is None else max(1, round(width * self.fov / 360.0))
         cols = (torch.tensor(starts)[:, None] + torch.arange(keep)[None]) % width
-        cols = cols.to(images.device)[:, None, :, None].expand(b, h, keep, c)
+        cols = on_device(cols, images.device)[:, None, :, None].expand(b, h, keep, c)
         seen = images.gather(2, cols)
         if keep == width:
             return seen
-        fill = torch.tensor(self.fill, dtype=images.dtype, device=images.device)
-        out = fill.expand(b, h, width, c).clone()
+        out = torch.empty_like(images)
         out[:, :, :keep] = seen
+        for channel, value in enumerate(self.fill):
+            out[:, :, keep:, channel] = value
         return out
 
     def describe(self) -> dict[str, object]:
