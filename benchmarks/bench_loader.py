@@ -223,7 +223,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="files per view and dataset")
     parser.add_argument("--repeats", type=int, default=3, help="passes per path (best kept)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--cache-pairs", type=int, default=512, help="pairs in the cache test")
+    parser.add_argument(
+        "--cache-pairs", type=int, default=2048, help="pairs in the cache test (0.8 GB: beyond L3)"
+    )
     parser.add_argument("--profile", type=Path, help="JSON of `benchmark profile --format json`")
     parser.add_argument("--tflops", type=float, default=989.0, help="dense bf16 TFLOP/s (H100)")
     parser.add_argument("--mfu", type=float, default=0.4, help="realistic share of --tflops")

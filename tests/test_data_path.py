@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from benchmark.cli import parser
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, resolve
 from benchmark.data import loader
 from benchmark.data.base import SourceGeometry
 from benchmark.data.cvusa import build_cvusa
@@ -28,6 +28,8 @@ from benchmark.data.loader import (
     resolve_workers,
 )
 from benchmark.data.transforms import GroundProtocol, InputPipeline
+from benchmark.registry import build_registry
+from benchmark.runner import run_job
 from benchmark.specs import Preprocess
 from tests.fixtures_datasets import coded_image, save, write_cvusa
 from tests.test_polar import direct_polar
@@ -284,3 +286,33 @@ def test_wait_clock_counts_the_time_spent_waiting_for_items(
     for _ in clock:
         now[0] += 5.0  # the loop body's work is not waiting
     assert clock.seconds == 6.0
+
+
+def test_a_run_from_the_model_input_cache_records_its_data_path(
+    cvusa: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = build_registry()
+    user = {
+        "dataset": "cvusa",
+        "data_root": cvusa,
+        "dataset_options": {"cache": "model-input", "cache_dir": str(tmp_path / "cache")},
+        "epochs": 1,
+        "batch_size": 3,
+        "workers": 1,
+        "protocol": "fov=90",
+        "results_dir": tmp_path / "results",
+        "device": "cpu",
+        "model": {"ground_size": [16, 64], "aerial_size": [16, 64]},
+        "profile": False,
+    }
+    result = run_job(reg, resolve(reg.model("safa"), user, quick=True))
+    assert result.status == "ok", result.error
+    sources = result.preprocessing["sources"]
+    assert sources["ground"]["cache"].startswith("model-input")
+    assert sources["ground"]["decoded_at_least"] == [16, 64]
+    assert "decoded_at_least" not in sources["aerial"]  # polar tiles decode at full size
+    training = result.training
+    assert training["workers"] == 1 and training["compute_seconds"] > 0
+    assert 0 <= training["data_wait_seconds"] < result.train_seconds
+    assert "data: waited" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4  # train/test x ground/aerial

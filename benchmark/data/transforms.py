@@ -58,9 +58,10 @@ def polar_grid(size: int, height: int, width: int) -> PolarGrid:
 
 
 @lru_cache(maxsize=32)
-def _polar_on(
+def polar_grid_on(
     size: int, height: int, width: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """polar_grid's indices and weights as tensors on DEVICE (copied there once)."""
     grid = polar_grid(size, height, width)
     return torch.from_numpy(grid.index).to(device), torch.from_numpy(grid.weight).to(device)
 
@@ -74,7 +75,7 @@ def polar_batch(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     b, size, side, c = images.shape
     if side != size:
         raise ValueError(f"polar transform needs a square aerial image, got {size}x{side}")
-    index, weight = _polar_on(size, height, width, images.device)
+    index, weight = polar_grid_on(size, height, width, images.device)
     flat = images.reshape(b, size * size, c)
     out = flat[:, index[0]].float() * weight[0, :, None]
     for k in range(1, 4):
