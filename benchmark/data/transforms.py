@@ -225,7 +225,7 @@ class InputPipeline:
             "resize": RESIZE,
             "polar_sampling": "prepared polarmap/ images, resized"
             if self.geometry.aerial_polar
-            else "bilinear from the decoded tile (SAFA formula)",
+            else "bilinear from the full-size tile (SAFA formula)",
         }
 
 
