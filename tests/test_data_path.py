@@ -309,6 +309,7 @@ def test_a_run_from_the_model_input_cache_records_its_data_path(
     assert result.status == "ok", result.error
     sources = result.preprocessing["sources"]
     assert sources["ground"]["cache"].startswith("model-input")
+    assert sources["ground"]["protocol_applied_to"].startswith("cached model inputs")
     assert sources["ground"]["decoded_at_least"] == [16, 64]
     assert "decoded_at_least" not in sources["aerial"]  # polar tiles decode at full size
     training = result.training

@@ -119,6 +119,8 @@ def view_source(split: CrossViewSplit, view: str, pipeline: InputPipeline) -> Vi
         cache = model_input_cache(load, view, pipeline)
         record["cache"] = "model-input: uint8 after the steps of 'shaping', rounded"
         record["shaping"] = pipeline.shaping(view)
+        if view == "ground":  # without the cache, protocols shift the decoded panorama
+            record["protocol_applied_to"] = "cached model inputs (model resolution)"
         return ViewSource(view, cache, "model-input", paths, record)
     return ViewSource(view, load.at_least(least), "pixels", paths, record)
 
