@@ -20,6 +20,12 @@ def _plugins(value: str) -> list[str]:
     return names
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto" or value.isdigit():
+        return value if value == "auto" else int(value)
+    raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', got {value!r}")
+
+
 def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
     """What chooses a run's settings: plugins, variant, regime, a file and --set."""
     from benchmark import regimes
@@ -62,7 +68,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="cap train and test pairs")
     p.add_argument("--results-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="DataLoader workers per process, or auto (from the cores and the device)",
+    )
     p.add_argument(
         "--skip-bad-images",
         action="store_true",

@@ -14,10 +14,10 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark import regimes
 from benchmark.errors import BenchmarkError
@@ -73,7 +73,11 @@ class RunConfig(Recipe):
         "evaluation", None, description="metric names to compute (default: all)"
     )
     device: str = setting("infrastructure", "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    workers: int = setting("infrastructure", 0, ge=0, le=256)
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = setting(
+        "infrastructure",
+        0,
+        description="DataLoader workers per process, or auto (from the cores and the device)",
+    )
     eval_batch_size: int = setting("infrastructure", 64, ge=1, le=65_536)
     eval_memory_mb: int = setting(
         "infrastructure",

@@ -42,22 +42,26 @@ def extract(
     view: str,
     pipeline: InputPipeline,
     batch_size: int,
-    workers: int,
+    workers: int | str,
     device: torch.device,
+    protocol: GroundProtocol | None = None,
 ) -> torch.Tensor:
-    """(N, D) float32 descriptors of every image of VIEW, in index order. Under torchrun each
-    rank extracts a contiguous shard and every rank receives all N rows."""
+    """(N, D) float32 descriptors of every image of VIEW (ground ones seen through PROTOCOL),
+    in index order. Under torchrun each rank extracts a contiguous shard and every rank
+    receives all N rows."""
     world = distributed.current()
-    images = ViewDataset(split, view, pipeline)
+    images = ViewDataset(split, view, pipeline, protocol)
     part = distributed.shard(len(images), world)
     loader = make_loader(Subset(images, part), batch_size, workers, device)
     embed = model.embed_ground if view == "ground" else model.embed_aerial
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     out = []
     model.eval()
-    with torch.inference_mode(), amp:
-        for x in distributed.progress(loader, desc=f"extract {view}", leave=False):
-            out.append(embed(x.to(device, non_blocking=True)).float())
+    with torch.inference_mode():
+        for batch in distributed.progress(loader, desc=f"extract {view}", leave=False):
+            x = images.to_model(batch, device)
+            with amp:
+                out.append(embed(x).float())
     faults.point("evaluate")
     mine = torch.cat(out) if out else torch.empty(0, model.descriptor_dim, device=device)
     return distributed.gather_shards(mine, len(images), world)
@@ -80,7 +84,7 @@ def extract_test(
     model.to(device)
     protocol = ground_protocol(cfg, pipeline)
     bs, workers = cfg.eval_batch_size, cfg.workers
-    ground = extract(model, protocol.on(split), "ground", pipeline, bs, workers, device)
+    ground = extract(model, split, "ground", pipeline, bs, workers, device, protocol)
     aerial = extract(model, split, "aerial", pipeline, bs, workers, device)
     return ground, aerial
 
@@ -132,8 +136,8 @@ def evaluate(
     ground, aerial = extract_test(model, split, pipeline, cfg, device)
     if not distributed.current().is_main:
         return None
-    seen = ground_protocol(cfg, pipeline).on(split)
-    refine = offset_refiner(model, seen, pipeline, cfg.eval_batch_size, device)
+    protocol = ground_protocol(cfg, pipeline)
+    refine = offset_refiner(model, split, pipeline, cfg.eval_batch_size, device, protocol)
     report = score(ground, aerial, split, cfg, metrics, refine)
     report.seconds = time.perf_counter() - t0
     report.descriptors = (ground, aerial)

@@ -12,30 +12,13 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from benchmark.data.base import CrossViewSplit
-from benchmark.data.loader import make_loader
-from benchmark.data.transforms import InputPipeline
+from benchmark.data.loader import ViewDataset
+from benchmark.data.transforms import GroundProtocol, InputPipeline
 from benchmark.model import CrossViewModel
 
 Refiner = Callable[[np.ndarray], dict[str, np.ndarray]]  # top-1 tile ids -> Evaluation extras
-
-
-class TopPairs(Dataset):
-    """Ground image i with reference image TOP1[i] (its best retrieved tile)."""
-
-    def __init__(self, split: CrossViewSplit, top1: np.ndarray, pipeline: InputPipeline) -> None:
-        self.split, self.top1, self.pipeline = split, top1, pipeline
-
-    def __len__(self) -> int:
-        return self.split.num_ground
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            self.pipeline.ground(self.split.load_ground(i)),
-            self.pipeline.aerial(self.split.load_aerial(int(self.top1[i]))),
-        )
 
 
 def top1_offsets(
@@ -45,15 +28,22 @@ def top1_offsets(
     pipeline: InputPipeline,
     batch_size: int,
     device: torch.device,
+    protocol: GroundProtocol | None = None,
 ) -> np.ndarray:
-    """(n, 2) metres (east, north) the model places each query from its top-1 tile centre."""
-    loader = make_loader(TopPairs(split, top1, pipeline), batch_size, 0, device)
+    """(n, 2) metres (east, north) the model places each query (seen through PROTOCOL) from
+    its top-1 tile centre."""
+    ground = ViewDataset(split, "ground", pipeline, protocol)
+    aerial = ViewDataset(split, "aerial", pipeline)
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     out = []
     model.eval()
-    with torch.inference_mode(), amp:
-        for ground, aerial in loader:
-            out.append(model.predict_offsets(ground.to(device), aerial.to(device)).float().cpu())
+    with torch.inference_mode():
+        for start in range(0, split.num_ground, batch_size):
+            rows = range(start, min(split.num_ground, start + batch_size))
+            g = ground.to_model(ground.__getitems__(rows), device)
+            a = aerial.to_model(aerial.__getitems__(top1[rows.start : rows.stop]), device)
+            with amp:
+                out.append(model.predict_offsets(g, a).float().cpu())
     return torch.cat(out).numpy().astype(np.float64) * (split.aerial_tile_metres / 2)
 
 
@@ -63,14 +53,17 @@ def offset_refiner(
     pipeline: InputPipeline,
     batch_size: int,
     device: torch.device,
+    protocol: GroundProtocol | None = None,
 ) -> Refiner | None:
-    """top1 -> {'offset': metres} when the model predicts offsets and SPLIT has them, else None."""
+    """top1 -> {'offset': metres} when the model predicts offsets and SPLIT has them (ground
+    images seen through PROTOCOL), else None."""
     if not model.predicts_offsets or split.offsets is None:
         return None
     if not split.aerial_tile_metres:
         return None
 
     def refine(top1: np.ndarray) -> dict[str, np.ndarray]:
-        return {"offset": top1_offsets(model, split, top1, pipeline, batch_size, device)}
+        offsets = top1_offsets(model, split, top1, pipeline, batch_size, device, protocol)
+        return {"offset": offsets}
 
     return refine

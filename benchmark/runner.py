@@ -16,6 +16,7 @@ import torch
 from benchmark import checkpoint, distributed, interrupt, results
 from benchmark.config import RunConfig
 from benchmark.data import images
+from benchmark.data.sources import describe_sources
 from benchmark.data.transforms import InputPipeline
 from benchmark.descriptors import descriptor_meta, save_descriptors
 from benchmark.errors import BenchmarkError, user_message
@@ -170,6 +171,7 @@ def execute(reg: Registry, job: Job, resume: bool = False) -> results.RunResult:
         if model is not None:
             pipeline = InputPipeline(model.preprocess, bundle.geometry)
             result.preprocessing = pipeline.describe()
+            result.preprocessing["sources"] = describe_sources(bundle.test, pipeline)
             result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
         loss_fn = build_loss(reg, cfg)
         if job.trains and not any(p.requires_grad for p in model.parameters()):
@@ -207,6 +209,9 @@ def execute(reg: Registry, job: Job, resume: bool = False) -> results.RunResult:
                 "selected_weights": (
                     str(report.selected_weights) if report.selected_weights else None
                 ),
+                "workers": report.workers,
+                "data_wait_seconds": report.data_wait_seconds,
+                "compute_seconds": report.compute_seconds,
             }
             if report.interrupted:
                 result.status = "interrupted"

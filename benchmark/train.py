@@ -29,9 +29,8 @@ from benchmark import checkpoint, distributed, faults, interrupt
 from benchmark.config import RunConfig
 from benchmark.data.augment import build_augmenter
 from benchmark.data.base import CrossViewSplit, carve_validation
-from benchmark.data.loader import EpochShuffle, EpochTagged, PairDataset, make_loader
+from benchmark.data.loader import EpochShuffle, EpochTagged, PairDataset, WaitClock, make_loader
 from benchmark.data.transforms import InputPipeline
-from benchmark.distributed import IMAGE_KEYS
 from benchmark.errors import BenchmarkError, TrainingError
 from benchmark.evaluate import extract
 from benchmark.mining import MiningSampler
@@ -67,6 +66,18 @@ class TrainReport:
     validation: dict[str, Any] | None = None
     selected_epoch: int | None = None
     selected_weights: Path | None = None
+    workers: int = 0
+    data_wait_seconds: float = 0.0  # blocked on the DataLoader for the next batch
+    compute_seconds: float = 0.0  # from a batch's arrival to the end of its step
+
+    def data_line(self) -> str:
+        """One line: time spent waiting for data versus computing."""
+        busy = self.data_wait_seconds + self.compute_seconds
+        share = 100 * self.data_wait_seconds / busy if busy else 0.0
+        return (
+            f"   data: waited {self.data_wait_seconds:.1f} s for batches, computed "
+            f"{self.compute_seconds:.1f} s ({share:.0f}% waiting, {self.workers} workers)"
+        )
 
 
 @dataclass(frozen=True)
@@ -300,6 +311,8 @@ def train(
             batch_sampler=distributed.RankSlices(EpochTagged(batches, sampler), world),
         )
         steps_per_epoch = len(loader)
+        report.workers = loader.num_workers
+        clock = WaitClock(loader)
         optimizer = build_optimizer(cfg, model)
         schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
         scaler = policy.scaler()
@@ -348,7 +361,7 @@ def train(
             started = time.perf_counter()
             total, count = (float(partial["total"]), int(partial["count"])) if skip else (0.0, 0)
             bar = distributed.progress(
-                loader,
+                clock,
                 desc=f"{cfg.plugin} epoch {epoch + 1}/{cfg.epochs}",
                 leave=False,
                 initial=skip,
@@ -356,8 +369,8 @@ def train(
             )
             batches_of = interrupt.abortable_iter(bar, interrupt.WAIT_S)  # a blocked read stops
             for step, data in enumerate(batches_of, start=skip):
-                for key in IMAGE_KEYS & data.keys():
-                    data[key] = data[key].to(device, non_blocking=True)
+                began = time.perf_counter()
+                data = pairs.to_model(data, device)  # normalised model inputs on the device
                 augment(data, epoch, step)
 
                 def closure(data: dict[str, Any] = data) -> torch.Tensor:
@@ -391,6 +404,7 @@ def train(
                 schedule.step()
                 total += loss.item()
                 count += 1
+                report.compute_seconds += time.perf_counter() - began
                 bar.set_postfix(loss=f"{total / count:.4f}")
                 faults.point("train-step")
                 signum = distributed.agree_signal(world, interrupt.requested())
@@ -430,4 +444,7 @@ def train(
             if cfg.selection == "best" and (best := best_epoch(report.history)) is not None:
                 report.selected_epoch = best
                 report.selected_weights = best_weights(ckpt_dir, best)
+        report.data_wait_seconds = clock.seconds
+        if world.is_main:
+            print(report.data_line(), flush=True)
         return report

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.data.transforms import polar_grid, polar_transform  # noqa: E402
+from benchmark.data.transforms import polar_grid, polar_grid_on, polar_transform  # noqa: E402
 from tests.test_polar import direct_polar  # noqa: E402
 
 GOAL = 10.0
@@ -44,6 +44,7 @@ def per_second(fn: Callable[[], object], min_seconds: float) -> float:
 def rebuilt_grid(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """The polar transform with its sampling grid recomputed for this image."""
     polar_grid.cache_clear()
+    polar_grid_on.cache_clear()
     return polar_transform(image, height, width)
 
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmark.config import model_options, resolve  # noqa: E402
-from benchmark.data.loader import EpochShuffle, PairDataset, ViewDataset  # noqa: E402
+from benchmark.data.loader import EpochShuffle, PairDataset, ViewDataset, batched  # noqa: E402
 from benchmark.data.transforms import InputPipeline  # noqa: E402
 from benchmark.evaluate import extract  # noqa: E402
 from benchmark.registry import registry  # noqa: E402
@@ -95,13 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         def bare_train() -> None:
             fresh()
             sampler = EpochShuffle(len(pairs), cfg.seed)
-            loader = DataLoader(pairs, batch_size=batch, sampler=sampler, drop_last=True)
+            loader = DataLoader(
+                pairs, batch_size=batch, sampler=sampler, drop_last=True, collate_fn=batched
+            )
             opt = build_optimizer(cfg, model)
             schedule = build_schedule(cfg, opt, len(loader) * cfg.epochs)
             model.train()
             for epoch in range(cfg.epochs):
                 sampler.set_epoch(epoch)
-                for data in loader:
+                for batch_data in loader:
+                    data = pairs.to_model(batch_data, device)
                     loss = loss_fn(model(data["ground"], data["aerial"]), data)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -117,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         def bare_extract() -> None:
             model.eval()
             with torch.inference_mode():
-                for x in DataLoader(views, batch_size=cfg.eval_batch_size):
-                    model.embed_ground(x)
+                for x in DataLoader(views, batch_size=cfg.eval_batch_size, collate_fn=batched):
+                    model.embed_ground(views.to_model(x, device))
 
         def harness_extract() -> None:
             extract(model, bundle.test, "ground", pipeline, cfg.eval_batch_size, 0, device)

@@ -1,10 +1,10 @@
-"""Evaluation protocols on ground panoramas: exact shifts and crops, fixed by seed."""
+"""Evaluation protocols on ground panoramas: exact batched shifts and crops, fixed by seed."""
 
 import numpy as np
 import pytest
+import torch
 
-from benchmark.data.base import CrossViewSplit
-from benchmark.data.transforms import GroundProtocol, crop_field_of_view, shift_panorama
+from benchmark.data.transforms import GroundProtocol
 
 
 def panorama(width: int = 360, height: int = 4) -> np.ndarray:
@@ -13,58 +13,72 @@ def panorama(width: int = 360, height: int = 4) -> np.ndarray:
     return np.broadcast_to(cols[None, :, None], (height, width, 3)).astype(np.uint8).copy()
 
 
-def test_shift_by_the_full_width_is_the_identity() -> None:
-    image = np.random.default_rng(0).integers(0, 255, (8, 100, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(shift_panorama(image, 100), image)
-    np.testing.assert_array_equal(shift_panorama(shift_panorama(image, 37), -37), image)
-    assert not np.array_equal(shift_panorama(image, 1), image)
+def present(protocol: GroundProtocol, images: np.ndarray, indices: list[int]) -> np.ndarray:
+    """PROTOCOL applied to a (B, H, W, 3) uint8 batch, back as numpy."""
+    return protocol.present(torch.from_numpy(images), indices).numpy()
 
 
-@pytest.mark.parametrize("degrees", [70, 90, 180])
-@pytest.mark.parametrize("width", [360, 512, 1232])
-def test_fov_crop_width_matches_degrees(degrees: int, width: int) -> None:
-    image = np.random.default_rng(1).integers(0, 255, (4, width, 3), dtype=np.uint8)
-    crop = crop_field_of_view(image, degrees, start=width - 5)  # wraps past the seam
-    assert crop.shape == (4, round(width * degrees / 360), 3)
-    np.testing.assert_array_equal(crop[:, :5], image[:, -5:])
-    np.testing.assert_array_equal(crop[:, 5:], image[:, : crop.shape[1] - 5])
+def start_column(protocol: GroundProtocol, index: int, width: int) -> int:
+    return round(protocol.azimuth(index) / 360 * width) % width
 
 
-def test_unknown_orientation_rotates_by_the_recorded_azimuth() -> None:
-    image = panorama()
+def test_unknown_orientation_rotates_each_image_by_its_own_azimuth() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (5, 6, 100, 3), dtype=np.uint8)
     protocol = GroundProtocol("unknown-orientation", seed=3)
+    indices = [4, 0, 17, 3, 9]
+    out = present(protocol, images, indices)
+    for k, index in enumerate(indices):  # one batch, five different rotations (np.roll)
+        start = start_column(protocol, index, 100)
+        np.testing.assert_array_equal(out[k], np.roll(images[k], -start, axis=1))
+    assert len({start_column(protocol, i, 100) for i in indices}) > 3
+
+
+def test_column_zero_looks_at_the_recorded_azimuth() -> None:
+    protocol = GroundProtocol("unknown-orientation", seed=3)
+    out = present(protocol, np.stack([panorama()] * 5), list(range(5)))
     for index in range(5):
-        out = protocol.apply(image, index)
-        start = round(protocol.azimuth(index)) % 360
-        assert out[0, 0, 0] == start % 256  # column 0 now looks at the drawn azimuth
-        np.testing.assert_array_equal(shift_panorama(out, start), image)
+        assert out[index, 0, 0, 0] == round(protocol.azimuth(index)) % 360 % 256
 
 
 def test_azimuths_are_fixed_by_seed_and_differ_between_seeds() -> None:
-    image = panorama()
+    images = np.stack([panorama()] * 4)
     a, b = GroundProtocol("unknown-orientation", 7), GroundProtocol("unknown-orientation", 7)
     c = GroundProtocol("unknown-orientation", 8)
-    for index in range(4):
-        np.testing.assert_array_equal(a.apply(image, index), b.apply(image, index))
+    np.testing.assert_array_equal(
+        present(a, images, [0, 1, 2, 3]), present(b, images, [0, 1, 2, 3])
+    )
     assert [a.azimuth(i) for i in range(4)] != [c.azimuth(i) for i in range(4)]
     assert len({round(a.azimuth(i)) for i in range(10)}) > 5  # per-image, not one global shift
 
 
-def test_fov_keeps_scale_and_fills_the_rest_with_the_mean_colour() -> None:
-    image = panorama()
-    protocol = GroundProtocol("fov=90", seed=0, fill=(124, 116, 104))
-    out = protocol.apply(image, 2)
-    assert out.shape == image.shape
-    start = round(protocol.azimuth(2)) % 360
-    np.testing.assert_array_equal(out[:, :90], crop_field_of_view(image, 90, start))
-    assert (out[:, 90:] == np.array([124, 116, 104], dtype=np.uint8)).all()
+@pytest.mark.parametrize("degrees", [70, 90, 180])
+@pytest.mark.parametrize("width", [360, 512, 1232])
+def test_fov_keeps_scale_and_fills_the_rest_with_the_mean_colour(degrees: int, width: int) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (3, 4, width, 3), dtype=np.uint8)
+    protocol = GroundProtocol(f"fov={degrees}", seed=0, fill=(124, 116, 104))
+    out = present(protocol, images, [0, 1, 2])
+    keep = round(width * degrees / 360)
+    assert out.shape == images.shape
+    for k in range(3):
+        start = start_column(protocol, k, width)
+        np.testing.assert_array_equal(
+            out[k, :, :keep], images[k][:, (start + np.arange(keep)) % width]
+        )
+        assert (out[k, :, keep:] == np.array([124, 116, 104], dtype=np.uint8)).all()
 
 
-def test_protocols_touch_ground_images_only() -> None:
-    ground, aerial = panorama(), np.zeros((8, 8, 3), np.uint8)
-    split = CrossViewSplit("t", lambda i: ground, lambda j: aerial, 3, 3, np.arange(3))
-    assert GroundProtocol("aligned").on(split) is split
-    seen = GroundProtocol("unknown-orientation", 1).on(split)
-    assert seen.load_aerial is split.load_aerial
-    np.testing.assert_array_equal(seen.positives, split.positives)
-    assert not np.array_equal(seen.load_ground(0), ground)
+def test_mixed_size_batches_match_one_image_at_a_time() -> None:
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 255, (4, w, 3), dtype=np.uint8) for w in (90, 120)]
+    for name in ("unknown-orientation", "fov=90"):
+        protocol = GroundProtocol(name, seed=5, fill=(1, 2, 3))
+        mixed = protocol.present([torch.from_numpy(im) for im in images], [6, 7])
+        for k, im in enumerate(images):
+            np.testing.assert_array_equal(mixed[k].numpy(), present(protocol, im[None], [6 + k])[0])
+
+
+def test_aligned_leaves_the_batch_untouched() -> None:
+    batch = torch.from_numpy(np.stack([panorama()] * 2))
+    assert GroundProtocol("aligned").present(batch, [0, 1]) is batch

@@ -179,15 +179,15 @@ def test_pair_batches_carry_a_semi_positive_and_offsets_on_vigor_style_data() ->
     data = PairDataset(split, pipeline)
     seen = set()
     for epoch in range(8):  # the pick is a function of (seed, epoch, index)
-        item = data[(2, epoch)]
-        assert data[(2, epoch)]["semi_slot"] == item["semi_slot"]
-        slot = item["semi_slot"]
+        item = data[(2, epoch)]  # a batch of one
+        assert data[(2, epoch)]["semi_slot"].item() == item["semi_slot"].item()
+        slot = item["semi_slot"].item()
         seen.add(slot)
         j = int(split.semi_positives[2, slot - 1])
-        expected = pipeline.aerial(split.load_aerial(j))
-        torch.testing.assert_close(item["semi"], expected)
-        torch.testing.assert_close(item["offsets"], torch.tensor(split.offsets[2]).float())
-        assert item["tile_metres"] == 64.0
+        inputs = data.to_model(item, torch.device("cpu"))
+        torch.testing.assert_close(inputs["semi"][0], pipeline.aerial(split.load_aerial(j)))
+        torch.testing.assert_close(item["offsets"][0], torch.tensor(split.offsets[2]).float())
+        assert item["tile_metres"].item() == 64.0
     assert seen <= {1, 2, 3} and len(seen) > 1
     plain = PairDataset(fake_split(semis=False), pipeline)[0]
     assert "semi" not in plain and "offsets" not in plain

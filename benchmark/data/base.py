@@ -11,6 +11,14 @@ import numpy as np
 from benchmark.errors import BenchmarkError
 
 
+def reindexed(load: Callable[[int], np.ndarray], keep: np.ndarray) -> Callable[[int], np.ndarray]:
+    """LOAD restricted to the indices KEEP; a loader with its own ``take`` (an ImageReader)
+    keeps what else it can do (reduced-size decode, caching)."""
+    if hasattr(load, "take"):
+        return load.take(keep)
+    return Reindexed(load, keep)
+
+
 @dataclass
 class CrossViewSplit:
     """One side of a dataset (train or test): images by index and their ground truth.
@@ -69,8 +77,8 @@ class CrossViewSplit:
         semi = per_ground(self.semi_positives)
         return CrossViewSplit(
             name=self.name,
-            load_ground=Reindexed(self.load_ground, rows),
-            load_aerial=self.load_aerial if whole_gallery else Reindexed(self.load_aerial, keep_a),
+            load_ground=reindexed(self.load_ground, rows),
+            load_aerial=self.load_aerial if whole_gallery else reindexed(self.load_aerial, keep_a),
             num_ground=len(rows),
             num_aerial=len(keep_a),
             positives=remap[self.positives[rows]],

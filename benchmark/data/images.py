@@ -1,19 +1,24 @@
-"""Reading dataset images: PIL decode to uint8 RGB, bad-file handling, a memmap cache."""
+"""Reading dataset images: PIL decode to uint8 RGB (at reduced size when asked), bad-file
+handling, memmap caches and batch buffers."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch.utils.data import get_worker_info
+from tqdm import tqdm
 
 from benchmark import distributed
 from benchmark.data.transforms import RESIZE, resize
@@ -24,6 +29,17 @@ WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # modes convert("RGB") would 
 # Files this process read as black images under skip_bad_images (a run reports the count;
 # DataLoader worker processes keep their own copy).
 SKIPPED: set[str] = set()
+DECODE = {
+    "reduced": "PIL/libjpeg DCT scaling to the smallest of 1/1, 1/2, 1/4, 1/8 of the file "
+    "that is at least decoded_at_least (JPEG only), then the stated resize",
+    "full": "PIL, full size",
+    "device": "torchvision.io.decode_jpeg on the model's device (nvJPEG on CUDA), full size",
+}
+
+
+def cache_root() -> Path:
+    """The harness's cache folder ($CVGL_BENCHMARK_CACHE or ~/.cache/cvgl-benchmark)."""
+    return Path(os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark")
 
 
 class LoadOptions(BaseModel):
@@ -34,8 +50,21 @@ class LoadOptions(BaseModel):
     skip_bad_images: bool = Field(
         False, description="replace an unreadable image by a black one (with a warning)"
     )
+    decode: Literal["reduced", "full", "device"] = Field(
+        "reduced",
+        description="reduced: JPEGs that are resized to the model input are decoded at the "
+        "smallest DCT scale (1/2, 1/4, 1/8) that still covers it (tiles for the polar "
+        "transform at full size); full: full-size decode; device: JPEG bytes decoded on the "
+        "model's device (nvJPEG on CUDA)",
+    )
+    cache: Literal["none", "decoded", "model-input"] = Field(
+        "none",
+        description="decoded: a uint8 memmap of decoded images (native size or cache_*_size); "
+        "model-input: a uint8 memmap of the images as the model sees them (rows kept, resized, "
+        "polar), built once per preprocessing; 'decoded' when only cache_dir is given",
+    )
     cache_dir: str | None = Field(
-        None, description="folder for a uint8 memmap of decoded images (built once)"
+        None, description="folder of the cache (default: $CVGL_BENCHMARK_CACHE/<cache>)"
     )
     cache_ground_size: tuple[int, int] | None = Field(
         None, description="(height, width) of cached panoramas; default: the first image's"
@@ -47,11 +76,46 @@ class LoadOptions(BaseModel):
         False, description="read SAFA's prepared polar aerials from polarmap/ (polar models)"
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadOptions:
+        if self.cache == "none" and self.cache_dir is not None:
+            self.cache = "decoded"  # a folder alone asks for the decoded-image cache
+        if self.decode == "device" and (self.cache != "none" or self.skip_bad_images):
+            raise ValueError(
+                "decode=device sends JPEG bytes to the device for every batch; it cannot be "
+                "combined with a cache or skip_bad_images. Choose one"
+            )
+        return self
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode PATH with PIL into a uint8 HxWx3 RGB array; BenchmarkError names a bad file."""
+    def cache_folder(self) -> Path:
+        """Where this cache is kept."""
+        folder = self.cache_dir or cache_root() / self.cache
+        return Path(folder).expanduser()
+
+
+def _open_error(path: str | Path, what: str) -> BenchmarkError:
+    return BenchmarkError(
+        f"Image {path} {what}. Restore it from the original download, or set "
+        "dataset_options.skip_bad_images=true to use a black image in its place."
+    )
+
+
+def read_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode PATH with PIL into a writable uint8 HxWx3 RGB array (see decode_image)."""
+    return decode_image(path, least).copy()
+
+
+def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode PATH with PIL into a read-only uint8 HxWx3 RGB array (one copy out of PIL);
+    BenchmarkError names a bad file.
+
+    With LEAST (height, width), a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8)
+    that still gives at least that size; other formats decode at full size.
+    """
     try:
         with Image.open(path) as im:
+            if least is not None:
+                im.draft(None, (least[1], least[0]))
             im.load()
             if im.mode in WIDE_MODES:
                 raise BenchmarkError(
@@ -60,47 +124,85 @@ def read_image(path: str | Path) -> np.ndarray:
                     "dataset_options.skip_bad_images=true to use a black image in its place."
                 )
             rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.array(rgb, dtype=np.uint8)  # writable, as torch.from_numpy wants
+            return np.asarray(rgb, dtype=np.uint8)
     except FileNotFoundError:
-        raise BenchmarkError(
-            f"Image {path} does not exist. Restore it from the original download, or set "
-            "dataset_options.skip_bad_images=true to use a black image in its place."
-        ) from None
+        raise _open_error(path, "does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BenchmarkError(
-            f"Image {path} could not be decoded ({exc}); the file is damaged or not an "
-            "image. Restore it from the original download, or set "
-            "dataset_options.skip_bad_images=true to use a black image in its place."
+        raise _open_error(
+            path, f"could not be decoded ({exc}); the file is damaged or not an image"
         ) from None
 
 
-def image_size(path: str | Path) -> tuple[int, int] | None:
-    """(height, width) from the file header without decoding, or None if unreadable."""
+def read_bytes(path: str | Path) -> torch.Tensor:
+    """The bytes of file PATH as a uint8 tensor (decoded later, on the device)."""
+    try:
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    except FileNotFoundError:
+        raise _open_error(path, "does not exist") from None
+    except OSError as exc:
+        raise _open_error(path, f"could not be read ({exc.strerror})") from None
+
+
+def image_size(path: str | Path, least: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """(height, width) PATH decodes to (see read_image's LEAST), from its header; None if
+    unreadable."""
     try:
         with Image.open(path) as im:
+            if least is not None:
+                im.draft(None, (least[1], least[0]))
             return im.size[1], im.size[0]
     except (OSError, SyntaxError, ValueError):
         return None
 
 
 class ImageReader:
-    """Decodes the image at an index of a path list; optionally blanks unreadable files."""
+    """Decodes the image at an index of a path list; optionally blanks unreadable files.
 
-    def __init__(self, paths: Sequence[str | Path], kind: str, skip_bad: bool = False) -> None:
+    OPTIONS also say how (``decode``) and whether the images are cached at model input
+    (``cache``); ``at_least`` gives the reader a reduced-size decode, ``take`` a subset.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        kind: str,
+        options: LoadOptions | None = None,
+        label: str = "",
+    ) -> None:
         self.paths = [str(p) for p in paths]
         self.kind = kind
-        self.skip_bad = skip_bad
+        self.options = options or LoadOptions()
+        self.label = label
+        self.least: tuple[int, int] | None = None
         self._shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def at_least(self, size: tuple[int, int] | None) -> ImageReader:
+        """This reader decoding JPEGs at reduced size, at least SIZE (when decode=reduced; a
+        SIZE of None keeps the full size)."""
+        if self.options.decode != "reduced" or size is None:
+            return self
+        out = self._copy(self.paths)
+        out.least = tuple(size)
+        return out
+
+    def take(self, keep: Sequence[int]) -> ImageReader:
+        """The reader of the images KEEP (in that order)."""
+        return self._copy([self.paths[int(k)] for k in keep])
+
+    def _copy(self, paths: list[str]) -> ImageReader:
+        out = ImageReader(paths, self.kind, self.options, self.label)
+        out.least = self.least
+        return out
+
     def __call__(self, i: int) -> np.ndarray:
-        """The decoded image I (uint8 HxWx3)."""
+        """The decoded image I (uint8 HxWx3, read-only)."""
         try:
-            image = read_image(self.paths[i])
+            image = decode_image(self.paths[i], self.least)
         except BenchmarkError as exc:
-            if not self.skip_bad:
+            if not self.options.skip_bad_images:
                 raise
             SKIPPED.add(self.paths[i])
             warnings.warn(f"{exc} Using a black {self.kind} image instead.", stacklevel=2)
@@ -108,10 +210,14 @@ class ImageReader:
         self._shape = image.shape
         return image
 
+    def raw(self, i: int) -> torch.Tensor:
+        """The undecoded bytes of file I (decoded later, on the device)."""
+        return read_bytes(self.paths[i])
+
     def _fallback_shape(self, bad: int) -> tuple[int, ...]:
         if self._shape is None:
             for path in self.paths[bad + 1 : bad + 50] + self.paths[max(0, bad - 50) : bad]:
-                size = image_size(path)
+                size = image_size(path, self.least)
                 if size is not None:
                     self._shape = (*size, 3)
                     break
@@ -122,8 +228,29 @@ class ImageReader:
         return self._shape
 
 
+def stacked(images: Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+    """Same-size uint8 images copied into one (B, H, W, 3) tensor (in shared memory inside a
+    worker); images of mixed sizes as a list of (H, W, 3) copies."""
+    if len({im.shape for im in images}) != 1:
+        return [torch.tensor(im) for im in images]
+    out = batch_buffer((len(images), *images[0].shape))
+    rows = out.numpy()
+    for k, im in enumerate(images):
+        rows[k] = im
+    return out
+
+
+def batch_buffer(shape: Sequence[int]) -> torch.Tensor:
+    """An uninitialised uint8 tensor of SHAPE; in a DataLoader worker it is allocated in shared
+    memory, so handing it to the main process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(tuple(shape))
+
+
 class MemmapImages:
-    """Images of one kind, decoded and resized once, read from a uint8 (n, h, w, 3) .npy memmap."""
+    """Images of one kind read from a uint8 (n, h, w, 3) .npy memmap built once."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -133,21 +260,74 @@ class MemmapImages:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __call__(self, i: int) -> np.ndarray:
-        """A writable copy of image I."""
+    def _open(self) -> np.ndarray:
         if self._array is None:
             self._array = np.load(self.path, mmap_mode="r")
-        return np.array(self._array[i])
+        return self._array
+
+    def __call__(self, i: int) -> np.ndarray:
+        """A writable copy of image I."""
+        return np.array(self._open()[i])
+
+    def rows(self, indices: Sequence[int]) -> torch.Tensor:
+        """Images INDICES as one uint8 (B, h, w, 3) tensor: a single copy out of the file."""
+        out = batch_buffer((len(indices), *self.shape[1:]))
+        rows, array = out.numpy(), self._open()
+        for k, i in enumerate(indices):  # one memcpy per image (np.take is slower here)
+            rows[k] = array[int(i)]
+        return out
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_array": None}  # workers reopen the file, never copy it
+
+
+def build_memmap(
+    path: Path,
+    count: int,
+    shape: tuple[int, ...],
+    chunk: Callable[[range], np.ndarray],
+    desc: str,
+    step: int = 256,
+) -> MemmapImages:
+    """The .npy memmap at PATH of COUNT uint8 images of SHAPE, made if absent by writing
+    CHUNK(indices) for consecutive index ranges; published atomically, with a progress bar
+    on a terminal (rank 0 under torchrun)."""
+    if path.is_file():
+        return MemmapImages(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    full = (count, *shape)
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=full)
+    shown = distributed.current().is_main and os.isatty(2)
+    gib = math.prod(full) / 2**30
+    bar = tqdm(total=count, desc=f"{desc} ({gib:.1f} GiB)", unit="img", disable=not shown)
+    try:
+        for start in range(0, count, step):
+            part = range(start, min(count, start + step))
+            out[part.start : part.stop] = chunk(part)
+            bar.update(len(part))
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    return MemmapImages(path)
+
+
+def decoded_in_parallel(read: Callable[[int], np.ndarray], indices: range) -> list[np.ndarray]:
+    """READ of every index, decoded by one thread per core (PIL releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(read, indices))
 
 
 def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """IMAGE resized to SIZE with the harness's one resize method, back to uint8."""
     if image.shape[:2] == tuple(size):
         return image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    x = torch.tensor(image).permute(2, 0, 1).float()
     out = resize(x, size).round().clamp(0, 255).to(torch.uint8)
     return out.permute(1, 2, 0).numpy()
 
@@ -155,7 +335,7 @@ def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def cached_images(
     reader: ImageReader, size: tuple[int, int] | None, cache_dir: Path, label: str
 ) -> MemmapImages:
-    """A memmap of READER's images at SIZE under CACHE_DIR, built (with progress) if absent."""
+    """A memmap of READER's images (decoded) at SIZE under CACHE_DIR, built if absent."""
     if size is None:
         size = reader(0).shape[:2]
     key = json.dumps(
@@ -163,40 +343,24 @@ def cached_images(
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{label}-{size[0]}x{size[1]}-{digest}.npy"
-    if path.is_file():
-        return MemmapImages(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shape = (len(reader), *size, 3)
-    gib = np.prod(shape) / 2**30
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    try:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            images = pool.map(lambda i: _fit(reader(i), size), range(len(reader)))
-            bar = distributed.progress(
-                images, total=len(reader), desc=f"caching {label} ({gib:.1f} GiB)", unit="img"
-            )
-            for i, image in enumerate(bar):
-                out[i] = image
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return MemmapImages(path)
+
+    def chunk(part: range) -> np.ndarray:
+        return np.stack(decoded_in_parallel(lambda i: _fit(reader(i), size), part))
+
+    return build_memmap(path, len(reader), (*size, 3), chunk, f"caching {label}")
 
 
 def image_loader(
     paths: Sequence[str | Path], kind: str, options: LoadOptions, label: str
 ) -> Callable[[int], np.ndarray]:
-    """The loader a CrossViewSplit uses for PATHS: direct decode, or the memmap cache."""
-    reader = ImageReader(paths, kind, options.skip_bad_images)
-    if options.cache_dir is None:
+    """The loader a CrossViewSplit uses for PATHS: a reader (which the data path may decode at
+    reduced size or cache at model input), or the decoded-image memmap cache."""
+    reader = ImageReader(paths, kind, options, label)
+    if options.cache != "decoded":
         return reader
     if kind == "aerial":
         side = options.cache_aerial_size
         size = None if side is None else (side, side)
     else:
         size = options.cache_ground_size
-    return cached_images(reader, size, Path(options.cache_dir).expanduser(), f"{label}-{kind}")
+    return cached_images(reader, size, options.cache_folder(), f"{label}-{kind}")
