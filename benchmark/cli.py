@@ -117,6 +117,11 @@ def parser() -> argparse.ArgumentParser:
     lb.add_argument("--results-dir", type=Path, default=Path("leaderboard/results"))
     lb.add_argument("--output", type=Path, default=Path("leaderboard/LEADERBOARD.md"))
     lb.add_argument("--check", action="store_true", help="fail if the output is out of date")
+    res = sub.add_parser("results", help="list the runs in a results folder, or compare two")
+    res.add_argument(
+        "runs", nargs="*", metavar="RUN", help="two result names or files: compare them"
+    )
+    res.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
     ds = sub.add_parser("datasets", help="dataset tools")
     dsub = ds.add_subparsers(dest="action", required=True)
     chk = dsub.add_parser("check", help="validate a dataset folder without training")
@@ -263,6 +268,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return leaderboard_command(args.results_dir, args.output, args.check)
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    """List or compare results."""
+    from benchmark.browse import compare_runs, list_runs
+
+    if len(args.runs) not in (0, 2):
+        raise BenchmarkError("`results` compares exactly two runs: results RUN_A RUN_B.")
+    if args.runs:
+        print(compare_runs(args.results_dir, *args.runs))
+    else:
+        print(list_runs(args.results_dir))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """Dataset tools."""
     from benchmark.data.check import check_command
@@ -277,6 +295,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "profile": cmd_profile,
     "leaderboard": cmd_leaderboard,
+    "results": cmd_results,
     "datasets": cmd_datasets,
 }
 
