@@ -50,6 +50,10 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _cell(value: Any) -> Any:
+    return f"{value:.2f}" if isinstance(value, float) else value
+
+
 def _find(results_dir: Path, name: str) -> RunResult:
     path = Path(name)
     if not path.is_file():
@@ -80,7 +84,7 @@ def compare_runs(results_dir: Path, first: str, second: str) -> str:
         if left.get(key, "-") != right.get(key, "-")
     ]
     metrics = [
-        [key, a.metrics.get(key, "-"), b.metrics.get(key, "-")]
+        [key, _cell(a.metrics.get(key, "-")), _cell(b.metrics.get(key, "-"))]
         for key in sorted(a.metrics.keys() | b.metrics.keys())
         if not isinstance(a.metrics.get(key, b.metrics.get(key)), dict | list)
     ]
@@ -94,7 +98,6 @@ def compare_runs(results_dir: Path, first: str, second: str) -> str:
             [["status", a.status, b.status], *metrics],
             headers=head,
             tablefmt="simple",
-            floatfmt=".2f",
         ),
     ]
     return "\n".join(parts)
