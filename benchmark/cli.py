@@ -99,6 +99,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="keep the test descriptors beside the result (for eval --descriptors)",
     )
     p.add_argument(
+        "--log",
+        action="append",
+        choices=("tensorboard",),
+        default=None,
+        help="also log to TensorBoard (needs the tensorboard package); every run writes "
+        "<result>.log.jsonl and .log.csv beside its result",
+    )
+    p.add_argument(
         "--pretrained",
         nargs="?",
         const=True,
@@ -194,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
     )
     su.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
     su.add_argument("--jobs", type=int, default=1, help="runs at a time, in separate processes")
+    res = sub.add_parser("results", help="list the runs in a results folder, or compare two")
+    res.add_argument(
+        "runs", nargs="*", metavar="RUN", help="two result names or files: compare them"
+    )
+    res.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
     ds = sub.add_parser("datasets", help="dataset tools")
     dsub = ds.add_subparsers(dest="action", required=True)
     chk = dsub.add_parser("check", help="validate a dataset folder without training")
@@ -377,6 +390,19 @@ def cmd_suite(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    """List or compare results."""
+    from benchmark.browse import compare_runs, list_runs
+
+    if len(args.runs) not in (0, 2):
+        raise BenchmarkError("`results` compares exactly two runs: results RUN_A RUN_B.")
+    if args.runs:
+        print(compare_runs(args.results_dir, *args.runs))
+    else:
+        print(list_runs(args.results_dir))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """Dataset tools."""
     from benchmark.data.check import check_command
@@ -393,6 +419,7 @@ COMMANDS = {
     "profile": cmd_profile,
     "leaderboard": cmd_leaderboard,
     "suite": cmd_suite,
+    "results": cmd_results,
     "datasets": cmd_datasets,
 }
 

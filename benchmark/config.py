@@ -93,6 +93,11 @@ class RunConfig(Recipe):
     profile: bool = setting(
         "infrastructure", True, description="measure params/GMACs/latency/memory after the run"
     )
+    log: list[str] = setting(
+        "infrastructure",
+        default_factory=list,
+        description="trackers besides the JSON-lines/CSV log every run writes: tensorboard",
+    )
 
     @field_validator("protocol")
     @classmethod

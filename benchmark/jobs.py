@@ -24,6 +24,7 @@ from benchmark.identity import training_identity as training_of
 from benchmark.io import RunLock
 from benchmark.registry import Registry
 from benchmark.specs import DatasetSpec, ModelOptions, ModelSpec
+from benchmark.tracking import check_trackers
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ def preflight(reg: Registry, jobs: Sequence[Job], resume: bool = False) -> list[
             load_dataset(reg, cfg)
         if job.descriptors is not None and not job.descriptors.is_file():
             raise BenchmarkError(f"Descriptor file {str(job.descriptors)!r} does not exist.")
+        check_trackers(cfg.log)
         check_weights(job)
         check_pretrained_applied(job)
         if job.weights is None and job.descriptors is None:  # those replace the start weights

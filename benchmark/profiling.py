@@ -8,7 +8,11 @@ matmuls and baddbmm, and ignores a few more shape-only operators. Every other op
 fvcore meets is reported in ``uncounted_ops`` (most are element-wise: activations,
 pooling, additions) rather than dropped silently.
 Latency follows timm's benchmark: warm-up, a fixed number of timed iterations, CUDA
-synchronisation, ``torch.inference_mode``, median reported.
+synchronisation, ``torch.inference_mode``, median reported, with the 1-minute load average
+per core seen while timing (latency measured on a busy machine is not comparable).
+Peak memory is the most tensor memory (weights, inputs, activations) held at once during a
+forward at the throughput batch: CUDA's allocator statistics on a GPU, and on a CPU the
+same quantity counted by following every tensor storage the forward creates and frees.
 """
 
 from __future__ import annotations
@@ -16,17 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
-import resource
 import statistics
 import sys
 import time
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +38,8 @@ import torch
 from pydantic import ValidationError
 from tabulate import tabulate
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from benchmark.errors import BenchmarkError
 from benchmark.model import CrossViewModel
@@ -62,6 +68,7 @@ PROFILE_KEYS = (
     "batch_size",
     "precision",
     "peak_memory_mb",
+    "load_per_core",
     "device",
 )
 # One measuring procedure for `profile` and for runs: a full-size model takes ~0.5 s per
@@ -298,43 +305,58 @@ def _pair(model: CrossViewModel, batch: int, device: torch.device, dtype: torch.
     )
 
 
-def _status_kb(field: str) -> int | None:
-    status = Path("/proc/self/status")
-    if not status.is_file():
+class _TensorPeak(TorchDispatchMode):
+    """Counts the bytes of tensor storages alive at once while active: each storage is added
+    when an operator first returns it and removed when the last tensor using it is freed."""
+
+    def __init__(self, base: int) -> None:
+        super().__init__()
+        self.live = self.peak = base
+        self.refs: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
+
+    def _release(self, key: int) -> None:
+        self.refs[key] -= 1
+        if not self.refs[key]:
+            del self.refs[key]
+            self.live -= self.sizes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if key not in self.refs:
+                self.refs[key] = 0
+                self.sizes[key] = storage.nbytes()
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+            self.refs[key] += 1
+            weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def _tensor_bytes(tensors: Iterator[torch.Tensor]) -> int:
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def cpu_peak_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Most tensor bytes held at once by MODEL's weights, INPUTS and one forward on them."""
+    held = _tensor_bytes(iter([*model.parameters(), *model.buffers(), *inputs]))
+    with torch.inference_mode(), _TensorPeak(held) as counter:
+        model(*inputs)
+    return counter.peak
+
+
+def load_per_core() -> float | None:
+    """The 1-minute load average divided by the number of cores (None where unknown)."""
+    try:
+        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
+    except OSError:
         return None
-    for line in status.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return None
-
-
-def _maxrss_kb() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss
-
-
-class _CpuPeak:
-    """Peak resident-set growth of this process between start() and stop(), in MiB.
-
-    On Linux the kernel's high-water mark is reset (``/proc/self/clear_refs``) so the peak
-    is the one reached during the measurement; elsewhere the growth of the lifetime peak.
-    """
-
-    def start(self) -> None:
-        self.reset = False
-        self.base = _status_kb("VmRSS")
-        if self.base is not None:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-                self.reset = True
-            except OSError:
-                pass
-        if not self.reset:
-            self.base = _maxrss_kb()
-
-    def stop(self) -> float:
-        peak = _status_kb("VmHWM") if self.reset else _maxrss_kb()
-        return round(max(0, (peak or 0) - self.base) / 1024, 1)
 
 
 def device_label(device: torch.device) -> str:
@@ -401,17 +423,17 @@ def profile_model(
     try:
         pair = _pair(model, 1, device, dtype)
         macs, uncounted = count_macs(model, pair)
-        cpu_peak = _CpuPeak()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        else:
-            cpu_peak.start()
+        load = load_per_core()
         latency = _time_forward(model, pair, device, warmup, iters)
         throughput, used = _throughput(model, device, dtype, batch_size, warmup, iters)
+        after = load_per_core()
+        load = max(load, after) if load is not None and after is not None else load
         if device.type == "cuda":
             peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         else:
-            peak = cpu_peak.stop()
+            peak = round(cpu_peak_bytes(model, _pair(model, used, device, dtype)) / 2**20, 1)
     finally:
         model.to(home).train(was_training)
     pre = model.preprocess
@@ -431,6 +453,7 @@ def profile_model(
         "batch_size": used,
         "precision": str(dtype).removeprefix("torch."),
         "peak_memory_mb": peak,
+        "load_per_core": load,
         "device": device_label(device),
     }
     return {key: profile[key] for key in PROFILE_KEYS}

@@ -25,6 +25,7 @@ from benchmark.jobs import Job, load_dataset, lock, plan, preflight, resolve_dev
 from benchmark.profiling import profile_model, timing
 from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
+from benchmark.tracking import RunLog
 from benchmark.train import train
 from benchmark.weights import checkpoint_follows, load_weights
 
@@ -180,6 +181,14 @@ def execute(reg: Registry, job: Job, resume: bool = False) -> results.RunResult:
             phase = "training"
             if world.is_main:
                 checkpoint.write_identity(job.ckpt_dir, job.training.settings)
+            tracker = RunLog(job.result_path.with_suffix(""), tuple(cfg.log))
+
+            def epoch_end(epoch: int, logs: dict[str, float]) -> None:
+                tracker(epoch, logs)
+                reg.hook.benchmark_on_epoch_end(
+                    method=cfg.plugin, plugin=cfg.plugin, epoch=epoch, logs=logs
+                )
+
             report = train(
                 model,
                 bundle.train,
@@ -189,10 +198,9 @@ def execute(reg: Registry, job: Job, resume: bool = False) -> results.RunResult:
                 device,
                 job.ckpt_dir,
                 resume=resume,
-                on_epoch_end=lambda e, logs: reg.hook.benchmark_on_epoch_end(
-                    method=cfg.plugin, plugin=cfg.plugin, epoch=e, logs=logs
-                ),
+                on_epoch_end=lambda e, logs: epoch_end(e, logs),
             )
+            tracker.close()
             result.train_seconds = report.seconds
             latest = checkpoint.latest(job.ckpt_dir)
             result.training = {

@@ -127,6 +127,19 @@ def test_shared_module_counts_in_both_branches_but_once_in_total() -> None:
     assert profile["gmacs"] * 1e9 == pytest.approx(12 * (32 + 16) + 2 * 8, abs=1)
 
 
+def test_cpu_peak_memory_counts_weights_inputs_and_live_activations() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    x = torch.randn(1, 3, 8, 8)
+    weights = (3 * 4 + 4 + 4 * 2 + 2) * 4
+    # at most two activations live at once: conv1's output while ReLU writes its own (4 x 64
+    # floats each), then ReLU's while conv2 writes 2 x 64 floats
+    peak = weights + x.numel() * 4 + 2 * 4 * 64 * 4
+    assert profiling.cpu_peak_bytes(model, (x,)) == peak
+    inplace = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1))
+    inplace.load_state_dict(model.state_dict())
+    assert profiling.cpu_peak_bytes(inplace, (x,)) == peak - 4 * 64 * 4 + 2 * 64 * 4
+
+
 def test_cuda_out_of_memory_halves_the_batch(monkeypatch) -> None:
     def fake_forward(model, inputs, device, warmup, iters):
         if inputs[0].shape[0] > 2:
@@ -170,6 +183,8 @@ def test_profile_json_schema_of_tiny_safa(capsys, monkeypatch) -> None:
     assert row["descriptor_dim"] == 8 * 128  # 8 SAFA heads x the tiny trunk's 128 channels
     assert row["batch_size"] == 2 and row["precision"] == "float32"
     assert row["device"].startswith("cpu")
+    assert row["peak_memory_mb"] > 1.0  # 128x512 activations, which a process's RSS hid
+    assert row["load_per_core"] is None or row["load_per_core"] >= 0
     assert row["reported_cost"] == dict(SAFA_SPEC.card.reported_cost)
 
 
