@@ -33,3 +33,8 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def cache_root() -> Path:
+    """The user cache folder: $CVGL_BENCHMARK_CACHE, else ~/.cache/cvgl-benchmark."""
+    return Path(os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from benchmark import distributed
 from benchmark.data.base import CrossViewSplit, DatasetBundle
 from benchmark.data.world import World, WorldParams, params_dict
-from benchmark.io import atomic_write
+from benchmark.io import atomic_write, cache_root
 
 
 class SyntheticOptions(BaseModel):
@@ -39,8 +38,7 @@ class SyntheticOptions(BaseModel):
 
 def cache_dir() -> Path:
     """Where generated worlds are cached ($CVGL_BENCHMARK_CACHE or ~/.cache/cvgl-benchmark)."""
-    root = os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark"
-    return Path(root) / "synthetic"
+    return cache_root() / "synthetic"
 
 
 def sample_points(
