@@ -133,16 +133,17 @@ def _products(
     k: int,
     size: int,
     width: int,
+    threads: int,
     out: Results,
 ) -> Callable[[CpuPlan, int, int], None]:
-    """run(plan, start, stop): exact results of queries start..stop into OUT, as PLAN says."""
+    """run(plan, start, stop): exact results of queries start..stop into OUT, as PLAN says,
+    using THREADS threads in all."""
     m = len(refs)
 
     def store(s: int, e: int, found: Results) -> None:
         out[0][s:e], out[1][s:e], out[2][s:e] = found
 
     def workers(plan: CpuPlan, start: int, stop: int) -> None:
-        threads = torch.get_num_threads()
         count = min(plan.threads, -(-(stop - start) // plan.rows))
         starts: queue.SimpleQueue[int] = queue.SimpleQueue()
         for s in range(start, stop, plan.rows):
@@ -203,7 +204,7 @@ def _search_cpu(
     width = size * count
     threads = torch.get_num_threads()
     out = (np.empty(n, np.int64), np.empty((n, k), np.float32), np.empty((n, k), np.int64))
-    run = _products(queries, refs, positives, k, size, width, out)
+    run = _products(queries, refs, positives, k, size, width, threads, out)
     plans = candidate_plans(n, width, memory_bytes, threads)
     try:
         plan, done = choose(plans, run, (n, m, d), memory_bytes, threads, strategy)
