@@ -13,7 +13,9 @@ Which is faster depends on the CPU, its caches and BLAS, and the sizes. The firs
 at a size bucket on a machine times both on the same queries (alternating, the fastest
 sample of each kept) and caches the choice in ``<cache>/retrieval-plans.json``, keyed by
 CPU model, torch threads, torch version and BLAS, and the sizes rounded to powers of two;
-later searches read it. Delete the file to measure again.
+later searches read it. A choice measured while the load average exceeded the CPU count
+is provisional and measured again on a quieter first call. Delete the file to measure
+again.
 """
 
 from __future__ import annotations
@@ -120,20 +122,39 @@ def read_cache() -> dict:
     return plans if isinstance(plans, dict) else {}
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, where the system reports one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def busy() -> bool:
+    """True while other work keeps every CPU busy (load average above the CPU count)."""
+    load = load_average()
+    return load is not None and load > (os.cpu_count() or 1)
+
+
 def cached_strategy(machine: str, sizes: str) -> str | None:
-    """The strategy measured earlier for MACHINE and SIZES, or None."""
-    entry = read_cache().get(machine, {}).get(sizes)
-    strategy = entry.get("strategy") if isinstance(entry, dict) else None
+    """The strategy measured earlier for MACHINE and SIZES, or None. A choice measured
+    while the machine was busy is provisional: it is measured again once it is not."""
+    entries = read_cache().get(machine)
+    entry = entries.get(sizes) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict) or (entry.get("busy") and not busy()):
+        return None
+    strategy = entry.get("strategy")
     return strategy if strategy in STRATEGIES else None
 
 
 def remember(machine: str, sizes: str, strategy: str, seconds: dict[str, float]) -> None:
     """Add one measured choice to the cache; a cache that cannot be written only warns."""
     plans = read_cache()
-    plans.setdefault(machine, {})[sizes] = {
+    if not isinstance(plans.get(machine), dict):
+        plans[machine] = {}
+    load = load_average()
+    plans[machine][sizes] = {
         "strategy": strategy,
         "seconds": {name: round(s, 6) for name, s in seconds.items()},
-        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average": None if load is None else round(load, 2),
+        "busy": busy(),
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:

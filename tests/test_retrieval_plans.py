@@ -37,6 +37,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CVGL_BENCHMARK_CACHE", str(tmp_path))
     monkeypatch.setattr(retrieval_plans, "TRIAL_MIN_GFLOP", 0.0)
     monkeypatch.setattr(retrieval_plans, "TRIAL_SECONDS", 0.0)
+    monkeypatch.setattr(retrieval_plans, "busy", lambda: False)  # whatever else this CPU runs
     return tmp_path / "retrieval-plans.json"
 
 
@@ -123,6 +124,20 @@ def test_a_damaged_or_unwritable_cache_only_costs_a_new_measurement(
         found = _search(q, r, pos)
     assert found.plan.source == "measured" and plan_cache_path().parent == blocker
     np.testing.assert_array_equal(found.ranks, full_matrix(q, r, pos)[0])
+
+
+def test_a_choice_measured_on_a_busy_machine_is_measured_again_when_it_is_quiet(
+    cache: Path, two_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q, r, pos = wide_integer_descriptors(300, 200, 8, seed=5)
+    monkeypatch.setattr(retrieval_plans, "busy", lambda: True)
+    assert _search(q, r, pos).plan.source == "measured"
+    assert _search(q, r, pos).plan.source == "cached"  # still busy: nothing better to measure
+    (entry,) = next(iter(json.loads(cache.read_text())["plans"].values())).values()
+    assert entry["busy"] is True
+    monkeypatch.setattr(retrieval_plans, "busy", lambda: False)
+    assert _search(q, r, pos).plan.source == "measured"
+    assert _search(q, r, pos).plan.source == "cached"
 
 
 def test_small_searches_take_the_default_without_a_trial(
