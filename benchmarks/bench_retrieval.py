@@ -26,7 +26,8 @@ Before timing, ours runs once, so a first-use measurement of the strategy is not
 (the line 'plan' says whether the choice was measured now or read from the cache). Peak
 memory is the growth of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) over its RSS before the step's first run, so it includes BLAS and
-faiss buffers.
+faiss buffers. --breakdown also times, per chunk size, one product on one thread and on all
+threads and the post-processing of its scores on one thread: where the time goes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import argparse
 import ctypes
 import ctypes.util
 import gc
+import math
 import os
 import re
 import sys
@@ -49,7 +51,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmark.metrics import one_percent_k  # noqa: E402
-from benchmark.retrieval import faiss_available, search  # noqa: E402
+from benchmark.retrieval import (  # noqa: E402
+    _block_shape,
+    _chunk_results,
+    faiss_available,
+    search,
+)
 from benchmark.retrieval_plans import STRATEGIES, cpu_model, plan_cache_path  # noqa: E402
 
 STATUS = Path("/proc/self/status")
@@ -120,6 +127,35 @@ def reference_style(q: np.ndarray, r: np.ndarray, positives: np.ndarray) -> np.n
         gt = dist[positives[i], i]
         ranks[i] = np.sum(dist[:, i] < gt)
     return ranks
+
+
+def breakdown(q: torch.Tensor, r: torch.Tensor, pos: np.ndarray) -> None:
+    """Where the time goes, per whole problem: one product of ROWS queries on one thread and
+    on all threads, and the post-processing of its scores on one thread (fastest of 5)."""
+    n, m = len(q), len(r)
+    size, count = _block_shape(m, 10)
+    threads = torch.get_num_threads()
+    print(f"  where the time goes (s per whole problem, fastest of 5; floor = {threads} threads):")
+    all_threads = f"GEMM {threads} threads"
+    print(f"  {'rows':>6s} {'GEMM 1 thread':>14s} {all_threads:>15s} {'post 1 thread':>14s}")
+    for rows in (128, 256, 512, 1024, 2048):
+        rows = min(rows, n)
+        sim = torch.full((rows, size * count), -math.inf)
+        scale = n / rows
+
+        def gemm(sim: torch.Tensor = sim, rows: int = rows) -> None:
+            torch.mm(q[:rows], r.T, out=sim[:, :m])
+
+        gemm_all = seconds(gemm) * scale
+        try:
+            torch.set_num_threads(1)
+            gemm_one = seconds(gemm) * scale
+            post = seconds(lambda sim=sim, rows=rows: _chunk_results(sim, pos[:rows], 10, size))
+        finally:
+            torch.set_num_threads(threads)
+        print(f"  {rows:6d} {gemm_one:14.3f} {gemm_all:15.3f} {post * scale:14.3f}")
+        if rows == n:
+            break
 
 
 def machine_line() -> str:
@@ -205,6 +241,8 @@ def bench_scale(n: int, d: int, args: argparse.Namespace) -> None:
         f"{'met' if met else 'NOT met'} in every round"
     )
     print(f"  load average (1 min) after each round: {', '.join(f'{v:.2f}' for v in loads)}")
+    if args.breakdown:
+        breakdown(q, r, pos)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,6 +257,11 @@ def main(argv: list[str] | None = None) -> None:
         dest="strategies",
         action="store_false",
         help="time only the chosen strategy, not each forced one",
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time GEMM on one and all threads and the post-processing, per chunk size",
     )
     ap.add_argument("--reference-max-gb", type=float, default=4.0)
     ap.add_argument("--noise", type=float, default=0.05, help="query noise per dimension")
