@@ -16,6 +16,7 @@ from benchmark.retrieval_plans import (
     BYTES_PER_SCORE,
     STRATEGIES,
     candidate_plans,
+    even_rows,
     plan_cache_path,
 )
 from tests.test_retrieval_scale import full_matrix, integer_descriptors, wide_integer_descriptors
@@ -148,3 +149,17 @@ def test_small_searches_take_the_default_without_a_trial(
     found = _search(q, r, pos)
     assert (found.plan.strategy, found.plan.source) == ("workers", "default")
     assert not (tmp_path / "retrieval-plans.json").exists()
+
+
+@pytest.mark.parametrize("n", [1, 7, 2000, 8884, 92_802])
+@pytest.mark.parametrize("most,parts", [(1, 1), (241, 2), (1024, 2), (1024, 16)])
+def test_workers_get_equal_shares_of_chunks_no_larger_than_allowed(
+    n: int, most: int, parts: int
+) -> None:
+    rows = even_rows(n, most, parts)
+    starts = range(0, n, rows)
+    assert 1 <= rows <= most
+    if n >= most * parts:  # every worker takes as many chunks, of equal size but a few rows
+        assert len(starts) % parts == 0
+        share = [sum(min(rows, n - s) for s in starts[w::parts]) for w in range(parts)]
+        assert max(share) - min(share) < len(starts)
