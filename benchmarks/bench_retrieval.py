@@ -28,8 +28,10 @@ Before timing, ours runs once, so a first-use measurement of the strategy is not
 (the line 'plan' says whether the choice was measured now or read from the cache). Peak
 memory is the growth of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) over its RSS before the step's first run, so it includes BLAS and
-faiss buffers. --breakdown also times, per chunk size, one product on one thread and on all
-threads and the post-processing of its scores on one thread: where the time goes.
+faiss buffers (blocks of 1 MiB and more are mapped, so one step's freed buffers cannot
+hide the next step's allocations). --breakdown also measures, per chunk size, the CPU time
+of one product on one thread and on all threads and of the post-processing of its scores
+on one thread: where the time goes.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ STATUS = Path("/proc/self/status")
 QUICK_S = 1.0  # steps shorter than this are timed as the fastest of 5 runs
 GOAL = 1.2  # x the floor, at most
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+M_MMAP_THRESHOLD = -3  # glibc mallopt: blocks from this size up are mapped, and unmapped on free
 
 
 def _status_kib(field: str) -> int:
@@ -86,22 +89,19 @@ def peak_growth_mib(fn: Callable[[], object]) -> float | None:
     return None if base is None else (_status_kib("VmHWM") - base) / 1024
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """Wall and process CPU seconds of FN, of the fastest of 5 runs when one takes under
-    QUICK_S (CPU time counts the work of every thread, not the waiting for a core)."""
-    best = (float("inf"), 0.0)
+def timed(fn: Callable[[], object], cpu: bool = False) -> tuple[float, float]:
+    """Wall and process CPU seconds of FN, of the fastest of 5 runs (by wall time, or by CPU
+    time with CPU) when one takes under QUICK_S. CPU time counts the work of every thread,
+    not the waiting for a core."""
+    best = (float("inf"), float("inf"))
     for _ in range(5):
-        start, cpu = time.perf_counter(), time.process_time()
+        wall, used = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, (time.perf_counter() - start, time.process_time() - cpu))
-        if best[0] >= QUICK_S:
+        run = (time.perf_counter() - wall, time.process_time() - used)
+        best = min(best, run, key=lambda t: t[1] if cpu else t[0])
+        if run[0] >= QUICK_S:
             break
     return best
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall seconds of FN, as timed() measures them."""
-    return timed(fn)[0]
 
 
 def descriptors(
@@ -138,12 +138,13 @@ def reference_style(q: np.ndarray, r: np.ndarray, positives: np.ndarray) -> np.n
 
 
 def breakdown(q: torch.Tensor, r: torch.Tensor, pos: np.ndarray) -> None:
-    """Where the time goes, per whole problem: one product of ROWS queries on one thread and
-    on all threads, and the post-processing of its scores on one thread (fastest of 5)."""
+    """Where the time goes, per whole problem, in CPU seconds (the work, not the waits for
+    a core): one product of ROWS queries on one thread and on all threads, and the
+    post-processing of its scores on one thread (fastest of 5)."""
     n, m = len(q), len(r)
     size, count = _block_shape(m, 10)
     threads = torch.get_num_threads()
-    print(f"  where the time goes (s per whole problem, fastest of 5; floor = {threads} threads):")
+    print("  where the time goes (CPU s per whole problem, fastest of 5):")
     all_threads = f"GEMM {threads} threads"
     print(f"  {'rows':>6s} {'GEMM 1 thread':>14s} {all_threads:>15s} {'post 1 thread':>14s}")
     for rows in (128, 256, 512, 1024, 2048):
@@ -154,11 +155,11 @@ def breakdown(q: torch.Tensor, r: torch.Tensor, pos: np.ndarray) -> None:
         def gemm(sim: torch.Tensor = sim, rows: int = rows) -> None:
             torch.mm(q[:rows], r.T, out=sim[:, :m])
 
-        gemm_all = seconds(gemm) * scale
+        gemm_all = timed(gemm, cpu=True)[1] * scale
         try:
             torch.set_num_threads(1)
-            gemm_one = seconds(gemm) * scale
-            post = seconds(lambda sim=sim, rows=rows: _chunk_results(sim, pos[:rows], 10, size))
+            gemm_one = timed(gemm, cpu=True)[1] * scale
+            post = timed(lambda s=sim, k=rows: _chunk_results(s, pos[:k], 10, size), cpu=True)[1]
         finally:
             torch.set_num_threads(threads)
         print(f"  {rows:6d} {gemm_one:14.3f} {gemm_all:15.3f} {post * scale:14.3f}")
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=0.05, help="query noise per dimension")
     args = ap.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
+    if LIBC is not None:  # a fixed threshold: buffers freed by one step never serve the next
+        LIBC.mallopt(M_MMAP_THRESHOLD, 2**20)
     print(machine_line())
     print(f"strategy cache: {plan_cache_path()}")
     for scale in args.scales.split(","):
