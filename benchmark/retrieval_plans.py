@@ -219,6 +219,8 @@ def choose(
     """The plan for a search of SIZES = (queries, references, dims), and how many leading
     queries it has already answered (a measurement's last run). STRATEGY 'auto' reads the
     cache or measures; a strategy name forces it."""
+    if strategy not in ("auto", *STRATEGIES):
+        raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, not {strategy!r}")
     if strategy != "auto":
         return replace(plans[strategy], source="forced"), 0
     n, m, d = sizes

@@ -163,3 +163,9 @@ def test_workers_get_equal_shares_of_chunks_no_larger_than_allowed(
         assert len(starts) % parts == 0
         share = [sum(min(rows, n - s) for s in starts[w::parts]) for w in range(parts)]
         assert max(share) - min(share) < len(starts)
+
+
+def test_an_unknown_strategy_is_named_in_the_error() -> None:
+    q, r, pos = integer_descriptors(5, 4, 2, seed=0)
+    with pytest.raises(ValueError, match="not 'fastest'"):
+        _search(q, r, pos, strategy="fastest")
