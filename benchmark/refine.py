@@ -90,9 +90,10 @@ def saved_refiner(saved: Descriptors, split: CrossViewSplit) -> Refiner | None:
     if saved.offset is None:
         if "offset_refinement" not in saved.meta and split.offsets is not None:
             raise BenchmarkError(
-                "These descriptors were saved by an earlier version that did not keep the "
-                "offsets the model predicted, so the metre metrics of their run cannot be "
-                "recomputed; save them again with `run ... --save-descriptors`."
+                "These descriptors were saved by an earlier version that did not record "
+                "whether the model refined positions within tiles (VIGOR's offsets), so the "
+                "metre metrics of their run cannot be reproduced from them; save them again "
+                "with `run ... --save-descriptors`."
             )
         return None
     top1, offset = saved.top1, saved.offset
@@ -101,11 +102,12 @@ def saved_refiner(saved: Descriptors, split: CrossViewSplit) -> Refiner | None:
         changed = np.flatnonzero(now != top1)
         if len(changed):
             raise BenchmarkError(
-                f"This retrieval ranks another tile first than the run that saved the "
-                f"descriptors for {len(changed)} of {len(now)} queries (e.g. query "
-                f"{changed[0]}), and the model's offsets were predicted from that run's "
-                "top-1 tiles only. Score them with that run's retrieval settings and device, "
-                "or evaluate the model itself (`eval --weights`)."
+                f"For {len(changed)} of {len(now)} queries (e.g. query {changed[0]}) this "
+                "retrieval ranks a different tile first than the run that saved the "
+                "descriptors did, and the model's offsets were predicted from that run's "
+                "top-1 tiles only, so the refined metre metrics cannot be recomputed without "
+                "the model. Score them with that run's retrieval settings and device, or "
+                "evaluate the model itself (`eval --weights`)."
             )
         return {"offset": offset}
 

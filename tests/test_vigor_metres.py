@@ -130,7 +130,7 @@ def test_descriptors_that_cannot_carry_the_refinement_are_refused(
     save_descriptors(other_top1, saved.ground, saved.aerial, saved.meta, shifted)
     refused = _run({**user, "results_dir": tmp_path / "a"}, descriptors=other_top1)
     assert refused.status == "failed"
-    assert "ranks another tile first" in refused.error and "eval --weights" in refused.error
+    assert "ranks a different tile first" in refused.error and "eval --weights" in refused.error
 
     legacy = tmp_path / "legacy.safetensors"
     meta = {k: v for k, v in saved.meta.items() if k != "offset_refinement"}
