@@ -1,4 +1,9 @@
-"""Saved test descriptors: re-evaluate (other metrics or retrieval settings) without the model."""
+"""Saved test descriptors: re-evaluate (other metrics or retrieval settings) without the model.
+
+A run that refined positions within the top-1 tile (VIGOR's offsets) also saves each
+query's top-1 tile and the offset the model predicted from it, so re-evaluation applies
+the same refinement (see benchmark/refine.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
@@ -27,23 +33,40 @@ MATCHED_KEYS = (
 )
 
 
+VIEWS = {"ground", "aerial"}
+REFINEMENT = {"top1", "offset"}
+
+
 @dataclass
 class Descriptors:
-    """Ground and aerial descriptors of one test split and what produced them."""
+    """Ground and aerial descriptors of one test split and what produced them; ``top1`` and
+    ``offset`` are the refinement the run applied (None when it applied none)."""
 
     ground: torch.Tensor
     aerial: torch.Tensor
     meta: dict[str, Any]
+    top1: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
 
 def save_descriptors(
-    path: str | Path, ground: torch.Tensor, aerial: torch.Tensor, meta: dict[str, Any]
+    path: str | Path,
+    ground: torch.Tensor,
+    aerial: torch.Tensor,
+    meta: dict[str, Any],
+    refined: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """Write both views' descriptors and META (JSON) to one safetensors file, atomically."""
+    """Write both views' descriptors and META (JSON) to one safetensors file, atomically;
+    REFINED = (top-1 tile per query, metres the model placed it from that tile's centre)
+    when the run refined positions, recorded in META as ``offset_refinement``."""
     tensors = {
         "ground": ground.float().contiguous().cpu(),
         "aerial": aerial.float().contiguous().cpu(),
     }
+    if refined is not None:
+        tensors["top1"] = torch.as_tensor(np.ascontiguousarray(refined[0], dtype=np.int64))
+        tensors["offset"] = torch.as_tensor(np.ascontiguousarray(refined[1], dtype=np.float64))
+    meta = {**meta, "offset_refinement": refined is not None}
     data = save(tensors, metadata={"benchmark": json.dumps(meta, sort_keys=True)})
     with atomic_write(path, "wb") as fh:
         fh.write(data)
@@ -58,12 +81,14 @@ def load_descriptors(path: str | Path) -> Descriptors:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("benchmark", "null"))
-            if meta is None or set(fh.keys()) != {"ground", "aerial"}:
+            keys = set(fh.keys())
+            if not isinstance(meta, dict) or keys not in (VIEWS, VIEWS | REFINEMENT):
                 raise BenchmarkError(
                     f"{str(path)!r} is a safetensors file but not one of saved descriptors; "
                     "write one with `run ... --save-descriptors`."
                 )
-            return Descriptors(fh.get_tensor("ground"), fh.get_tensor("aerial"), meta)
+            extra = [fh.get_tensor(k).numpy() if k in keys else None for k in ("top1", "offset")]
+            return Descriptors(fh.get_tensor("ground"), fh.get_tensor("aerial"), meta, *extra)
     except (SafetensorError, OSError, ValueError) as exc:
         raise BenchmarkError(
             f"Could not read descriptors from {str(path)!r} ({exc}); it must be a .safetensors "

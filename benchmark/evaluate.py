@@ -19,7 +19,7 @@ from benchmark.data.transforms import GroundProtocol, InputPipeline
 from benchmark.descriptors import check_compatible, load_descriptors
 from benchmark.metrics import Evaluation, one_percent_k
 from benchmark.model import CrossViewModel
-from benchmark.refine import Refiner, offset_refiner
+from benchmark.refine import Refiner, offset_refiner, saved_refiner
 from benchmark.retrieval import Retrieval, search
 from benchmark.specs import MetricSpec
 
@@ -151,9 +151,9 @@ def evaluate_saved(
     device: torch.device,
     metrics: list[MetricSpec],
 ) -> tuple[EvalReport, dict[str, Any]]:
-    """Score descriptors saved by an earlier run on DEVICE (no model); also return their
-    metadata."""
+    """Score descriptors saved by an earlier run on DEVICE (no model), with the offsets that
+    run's model predicted (see refine.saved_refiner); also return their metadata."""
     saved = load_descriptors(path)
     check_compatible(saved, cfg.model_dump(mode="json"), split.num_ground, split.num_aerial)
     ground, aerial = saved.ground.to(device), saved.aerial.to(device)
-    return score(ground, aerial, split, cfg, metrics), saved.meta
+    return score(ground, aerial, split, cfg, metrics, saved_refiner(saved, split)), saved.meta

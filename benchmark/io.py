@@ -88,3 +88,8 @@ class RunLock:
             os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
+
+
+def cache_root() -> Path:
+    """The user cache folder: $CVGL_BENCHMARK_CACHE, else ~/.cache/cvgl-benchmark."""
+    return Path(os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark")

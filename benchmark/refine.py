@@ -2,7 +2,9 @@
 
 A model that sets ``predicts_offsets = True`` provides ``predict_offsets(ground, aerial)``
 -> (B, 2) offsets of the panorama from the tile centre in half-tile units (east, north);
-meter-level metrics then add them, in metres, to the top-1 tile centre.
+meter-level metrics then add them, in metres, to the top-1 tile centre. The offsets are
+saved with the ranks (``<result>.retrieval.npz``) and with saved descriptors, so the
+metrics can be recomputed, and descriptors scored again, with the same refinement.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.loader import ViewDataset
 from benchmark.data.transforms import GroundProtocol, InputPipeline
+from benchmark.descriptors import Descriptors
+from benchmark.errors import BenchmarkError
 from benchmark.model import CrossViewModel
 
 Refiner = Callable[[np.ndarray], dict[str, np.ndarray]]  # top-1 tile ids -> Evaluation extras
@@ -65,5 +69,39 @@ def offset_refiner(
     def refine(top1: np.ndarray) -> dict[str, np.ndarray]:
         offsets = top1_offsets(model, split, top1, pipeline, batch_size, device, protocol)
         return {"offset": offsets}
+
+    return refine
+
+
+def saved_refiner(saved: Descriptors, split: CrossViewSplit) -> Refiner | None:
+    """The refinement of the run that saved SAVED, for scoring them again without the model.
+
+    Its offsets were predicted from each query's top-1 tile then, so they apply only where
+    this retrieval ranks the same tile first; anywhere else the refined metre metrics cannot
+    be recomputed, and the refiner refuses rather than silently drop or misplace them.
+    """
+    if saved.offset is None:
+        if "offset_refinement" not in saved.meta and split.offsets is not None:
+            raise BenchmarkError(
+                "These descriptors were saved by an earlier version that did not record "
+                "whether the model refined positions within tiles (VIGOR's offsets), so the "
+                "metre metrics of their run cannot be reproduced from them; save them again "
+                "with `run ... --save-descriptors`."
+            )
+        return None
+    top1, offset = saved.top1, saved.offset
+
+    def refine(now: np.ndarray) -> dict[str, np.ndarray]:
+        changed = np.flatnonzero(now != top1)
+        if len(changed):
+            raise BenchmarkError(
+                f"For {len(changed)} of {len(now)} queries (e.g. query {changed[0]}) this "
+                "retrieval ranks a different tile first than the run that saved the "
+                "descriptors did, and the model's offsets were predicted from that run's "
+                "top-1 tiles only, so the refined metre metrics cannot be recomputed without "
+                "the model. Score them with that run's retrieval settings and device, or "
+                "evaluate the model itself (`eval --weights`)."
+            )
+        return {"offset": offset}
 
     return refine

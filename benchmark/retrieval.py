@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import queue
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,10 @@ import torch
 
 from benchmark.errors import BenchmarkError
 from benchmark.io import atomic_write
+from benchmark.retrieval_plans import CpuPlan, candidate_plans, choose, torch_chunk_rows
 
 DEFAULT_MEMORY_BYTES = 512 * 2**20
 FAISS_BLOCK_REFS = 1024  # faiss scores queries against references in blocks of this many
-CHUNK_ROWS = 512  # queries per CPU chunk at most: larger ones were no faster, smaller slower
-MIN_WORKER_ROWS = 128  # fewer queries per product would re-read the references too often
 
 
 @dataclass
@@ -31,7 +31,8 @@ class Retrieval:
     """Per query: rank of the true match, top-k reference ids and scores (best first).
 
     ``rank_cap`` is None when ranks are exact; otherwise ranks >= rank_cap are stored as
-    rank_cap (faiss searches only the best rank_cap references).
+    rank_cap (faiss searches only the best rank_cap references). ``plan`` is how a CPU
+    torch search split its work.
     """
 
     ranks: np.ndarray
@@ -39,6 +40,7 @@ class Retrieval:
     topk_scores: np.ndarray
     backend: str
     rank_cap: int | None = None
+    plan: CpuPlan | None = None
 
 
 def faiss_available() -> bool:
@@ -48,11 +50,6 @@ def faiss_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def torch_chunk_rows(num_refs: int, memory_bytes: int, workers: int = 1) -> int:
-    """Queries per matrix product: every worker's chunk of scores and its working copies fit."""
-    return max(1, memory_bytes // max(1, workers * num_refs * 4 * 3))
 
 
 def _block_shape(num_refs: int, k: int) -> tuple[int, int]:
@@ -126,49 +123,96 @@ def _search_cuda(
     return ranks, top, top_s
 
 
-def _search_cpu(
-    queries: torch.Tensor, refs: torch.Tensor, positives: np.ndarray, k: int, memory_bytes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chunked ranks and top-k on the CPU, one worker per torch thread.
+Results = tuple[np.ndarray, np.ndarray, np.ndarray]  # ranks, top-k scores, top-k ids
 
-    Each worker runs its own single-threaded products and post-processing on the chunks it
-    takes, so both cores stay busy without the threads of one product waiting on each other.
-    """
-    n, m = len(queries), len(refs)
+
+def _products(
+    queries: torch.Tensor,
+    refs: torch.Tensor,
+    positives: np.ndarray,
+    k: int,
+    size: int,
+    width: int,
+    threads: int,
+    out: Results,
+) -> Callable[[CpuPlan, int, int], None]:
+    """run(plan, start, stop): exact results of queries start..stop into OUT, as PLAN says,
+    using THREADS threads in all."""
+    m = len(refs)
+
+    def store(s: int, e: int, found: Results) -> None:
+        out[0][s:e], out[1][s:e], out[2][s:e] = found
+
+    def workers(plan: CpuPlan, start: int, stop: int) -> None:
+        count = min(plan.threads, -(-(stop - start) // plan.rows))
+        starts: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for s in range(start, stop, plan.rows):
+            starts.put(s)
+
+        def work() -> None:
+            torch.set_num_threads(max(1, threads // count))
+            buffer = torch.full((plan.rows, width), -math.inf)  # columns past m pad the last block
+            with torch.inference_mode():
+                while True:
+                    try:
+                        s = starts.get_nowait()
+                    except queue.Empty:
+                        return
+                    e = min(s + plan.rows, stop)
+                    sim = buffer[: e - s]
+                    torch.mm(queries[s:e], refs.T, out=sim[:, :m])
+                    store(s, e, _chunk_results(sim, positives[s:e], k, size))
+
+        with ThreadPoolExecutor(count) as pool:
+            for job in [pool.submit(work) for _ in range(count)]:
+                job.result()
+
+    def shared(plan: CpuPlan, start: int, stop: int) -> None:
+        buffer = torch.full((plan.rows, width), -math.inf)
+
+        def post(sim: torch.Tensor, s: int) -> None:
+            with torch.inference_mode():
+                store(s, s + len(sim), _chunk_results(sim, positives[s : s + len(sim)], k, size))
+
+        single = {"initializer": torch.set_num_threads, "initargs": (1,)}
+        with ThreadPoolExecutor(plan.threads, **single) as pool, torch.inference_mode():
+            for s in range(start, stop, plan.rows):
+                e = min(s + plan.rows, stop)
+                sim = buffer[: e - s]
+                torch.mm(queries[s:e], refs.T, out=sim[:, :m])
+                part = -(-(e - s) // plan.threads)
+                jobs = [pool.submit(post, sim[a : a + part], s + a) for a in range(0, e - s, part)]
+                for job in jobs:
+                    job.result()
+
+    strategies = {"workers": workers, "shared": shared}
+    return lambda plan, start, stop: strategies[plan.strategy](plan, start, stop)
+
+
+def _search_cpu(
+    queries: torch.Tensor,
+    refs: torch.Tensor,
+    positives: np.ndarray,
+    k: int,
+    memory_bytes: int,
+    strategy: str = "auto",
+) -> tuple[Results, CpuPlan]:
+    """Chunked exact ranks and top-k on the CPU by the plan STRATEGY names ('auto': the one
+    measured fastest on this machine at these sizes; see benchmark/retrieval_plans.py)."""
+    (n, d), m = queries.shape, len(refs)
     size, count = _block_shape(m, k)
     width = size * count
     threads = torch.get_num_threads()
-    workers = max(1, min(threads, memory_bytes // (width * 12 * MIN_WORKER_ROWS)))
-    rows = min(CHUNK_ROWS, torch_chunk_rows(width, memory_bytes, workers))
-    workers = min(workers, -(-n // rows))
-    ranks = np.empty(n, dtype=np.int64)
-    top = np.empty((n, k), dtype=np.int64)
-    top_s = np.empty((n, k), dtype=np.float32)
-    starts: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for s in range(0, n, rows):
-        starts.put(s)
-
-    def work() -> None:
-        torch.set_num_threads(threads // workers)
-        out = torch.full((rows, width), -math.inf)  # columns past m pad the last block
-        with torch.inference_mode():
-            while True:
-                try:
-                    s = starts.get_nowait()
-                except queue.Empty:
-                    return
-                sim = out[: min(rows, n - s)]
-                torch.mm(queries[s : s + rows], refs.T, out=sim[:, :m])
-                found = _chunk_results(sim, positives[s : s + rows], k, size)
-                ranks[s : s + rows], top_s[s : s + rows], top[s : s + rows] = found
-
+    out = (np.empty(n, np.int64), np.empty((n, k), np.float32), np.empty((n, k), np.int64))
+    run = _products(queries, refs, positives, k, size, width, threads, out)
+    plans = candidate_plans(n, width, memory_bytes, threads)
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            for job in [pool.submit(work) for _ in range(workers)]:
-                job.result()
+        plan, done = choose(plans, run, (n, m, d), memory_bytes, threads, strategy)
+        if done < n:
+            run(plan, done, n)
     finally:
         torch.set_num_threads(threads)
-    return ranks, top, top_s
+    return out, plan
 
 
 def search_torch(
@@ -177,8 +221,10 @@ def search_torch(
     positives: torch.Tensor,
     k: int,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    strategy: str = "auto",
 ) -> Retrieval:
-    """Exact ranks (ties count as not better) and top-k by chunked matrix products."""
+    """Exact ranks (ties count as not better) and top-k by chunked matrix products; on the
+    CPU split as STRATEGY says ('auto', 'workers' or 'shared', see retrieval_plans)."""
     m = len(refs)
     k = min(k, m)
     backend = f"torch-{queries.device.type}"
@@ -186,7 +232,10 @@ def search_torch(
         with torch.inference_mode():
             found = _search_cuda(queries, refs, positives, k, torch_chunk_rows(m, memory_bytes))
         return Retrieval(*(t.numpy() for t in found), backend)
-    return Retrieval(*_search_cpu(queries, refs, positives.numpy(), k, memory_bytes), backend)
+    (ranks, top_s, top), plan = _search_cpu(
+        queries, refs, positives.numpy(), k, memory_bytes, strategy
+    )
+    return Retrieval(ranks, top, top_s, backend, plan=plan)
 
 
 def faiss_gpu_available() -> bool:
@@ -262,6 +311,7 @@ def search(
     rank_cap: int,
     backend: str = "auto",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    strategy: str = "auto",
 ) -> Retrieval:
     """Retrieve with BACKEND: 'auto' = faiss's GPU index for CUDA descriptors when faiss-gpu is
     installed, otherwise chunked torch products (exact ranks; on CPU 5-7x faster than
@@ -283,11 +333,21 @@ def search(
             use_gpu=queries.is_cuda,
             memory_bytes=memory_bytes,
         )
-    return search_torch(queries.float(), refs.float(), torch.as_tensor(positives), k, memory_bytes)
+    positives = torch.as_tensor(positives)
+    return search_torch(queries.float(), refs.float(), positives, k, memory_bytes, strategy)
 
 
-def save_retrieval(path: str | Path, found: Retrieval, positives: np.ndarray) -> Path:
-    """Write per-query ranks, top-k ids and scores and the true matches to one .npz, atomically."""
+EXTRA = "extra_"  # prefix of per-query model outputs (e.g. predicted offsets) in the .npz
+
+
+def save_retrieval(
+    path: str | Path,
+    found: Retrieval,
+    positives: np.ndarray,
+    extras: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write per-query ranks, top-k ids and scores, the true matches and EXTRAS (per-query
+    model outputs such as predicted offsets) to one .npz, atomically."""
     path = Path(path)
     with atomic_write(path, "wb") as fh:
         np.savez(
@@ -298,6 +358,7 @@ def save_retrieval(path: str | Path, found: Retrieval, positives: np.ndarray) ->
             positives=np.asarray(positives, dtype=np.int64),
             rank_cap=np.int64(-1 if found.rank_cap is None else found.rank_cap),
             backend=np.str_(found.backend),
+            **{EXTRA + name: np.asarray(v) for name, v in (extras or {}).items()},
         )
     return path
 
@@ -314,3 +375,9 @@ def load_retrieval(path: str | Path) -> tuple[Retrieval, np.ndarray]:
             rank_cap=None if cap < 0 else cap,
         )
         return found, data["positives"]
+
+
+def load_extras(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-query model outputs saved with the ranks (e.g. {'offset': (n, 2) metres})."""
+    with np.load(path) as data:
+        return {k[len(EXTRA) :]: data[k] for k in data.files if k.startswith(EXTRA)}

@@ -304,11 +304,17 @@ def save_companions(result: results.RunResult, cfg: RunConfig, ev: EvalReport) -
     result file; return their file names."""
     stem = Path(cfg.results_dir) / result.stem()
     try:
-        found = save_retrieval(f"{stem}.retrieval.npz", ev.retrieval, ev.evaluation.split.positives)
+        extras = ev.evaluation.extras  # predicted offsets, kept so metrics can be recomputed
+        found = save_retrieval(
+            f"{stem}.retrieval.npz", ev.retrieval, ev.evaluation.split.positives, extras
+        )
         files = {"retrieval": found.name}
         if cfg.save_descriptors and ev.descriptors is not None:
             meta = descriptor_meta(result.config, result.preprocessing)
-            path = save_descriptors(f"{stem}.descriptors.safetensors", *ev.descriptors, meta)
+            refined = (ev.retrieval.topk[:, 0], extras["offset"]) if "offset" in extras else None
+            path = save_descriptors(
+                f"{stem}.descriptors.safetensors", *ev.descriptors, meta, refined
+            )
             files["descriptors"] = path.name
     except OSError as exc:
         raise BenchmarkError(

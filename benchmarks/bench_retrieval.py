@@ -1,25 +1,37 @@
 """Exact retrieval against its floor (a bare GEMM of the same sizes) and a reference-style loop.
 
-    python benchmarks/bench_retrieval.py                           # 2,000 and 8,884 (minutes)
-    python benchmarks/bench_retrieval.py --scales 92802x1024 --backends torch --floor-once
-                                                   # CVACT_test size (3-6 min on 2 cores)
+    python benchmarks/bench_retrieval.py                           # 2,000, 8,884, 20,000
+    python benchmarks/bench_retrieval.py --scales 8884x4096 --rounds 5 --backends torch
+    python benchmarks/bench_retrieval.py --scales 92802x1024 --rounds 1 --no-strategies
+                                                   # CVACT_test size (minutes on 2 cores)
 
 A scale NxD means N queries against N references of D dims: L2-normalised random
 references, queries are noisy copies of their true match (--noise 0.05: every true match
 ranks first; larger values move true matches out of the top-10, which the torch backend
-then counts over their whole row). In one process, per scale:
+then counts over their whole row). In one process, per scale, every round times:
 
-  floor      torch GEMMs computing all N x N scores into one reused buffer, nothing else;
-             timed before and after the others, the faster kept (--floor-once: before)
+  floor      torch GEMMs computing all N x N scores into one reused buffer, nothing else
+  ours       benchmark.retrieval.search, torch backend (exact ranks, top-10), with the
+             strategy it chooses itself (measured on first use, then cached per machine)
+  workers    the same, forced to one single-threaded worker per thread
+  shared     the same, forced to one multi-threaded product per chunk
   faiss      benchmark.retrieval.search, faiss backend (ranks below R@1%'s K, top-10)
-  torch      benchmark.retrieval.search, torch backend (exact ranks, top-10)
   reference  the SAFA/TransGeo evaluation style: the whole distance matrix in numpy, then a
              Python loop over queries (skipped when the matrix exceeds --reference-max-gb)
 
-A step that takes under a second is run 5 times and its fastest run kept (one run of a
-few tens of milliseconds swings by +-20% on a shared machine). Peak memory is the growth of
-the process's peak RSS (VmHWM, reset through /proc/self/clear_refs) over its RSS before
-the step's first run, so it includes BLAS and faiss buffers.
+The steps run in a rotating order each round, so drift in the machine's load touches all
+of them; a ratio is taken within one round, and the range over rounds is printed with the
+load average of each round. A step under a second is timed as the fastest of 5 runs. The
+process CPU time of each step (all threads' work, not the waits for a core; spinning
+threads count) is printed as a ratio too: on a busy machine it varies less than wall time.
+Before timing, ours runs once, so a first-use measurement of the strategy is not timed
+(the line 'plan' says whether the choice was measured now or read from the cache). Peak
+memory is the growth of the process's peak RSS (VmHWM, reset through
+/proc/self/clear_refs) over its RSS before the step's first run, so it includes BLAS and
+faiss buffers (blocks of 1 MiB and more are mapped, so one step's freed buffers cannot
+hide the next step's allocations). --breakdown also measures, per chunk size, the CPU time
+of one product on one thread and on all threads and of the post-processing of its scores
+on one thread: where the time goes.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import argparse
 import ctypes
 import ctypes.util
 import gc
+import math
 import os
 import re
 import sys
@@ -38,21 +51,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.metrics import one_percent_k
-from benchmark.retrieval import search
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmark.metrics import one_percent_k  # noqa: E402
+from benchmark.retrieval import (  # noqa: E402
+    _block_shape,
+    _chunk_results,
+    faiss_available,
+    search,
+)
+from benchmark.retrieval_plans import STRATEGIES, cpu_model, plan_cache_path  # noqa: E402
 
 STATUS = Path("/proc/self/status")
 QUICK_S = 1.0  # steps shorter than this are timed as the fastest of 5 runs
+GOAL = 1.2  # x the floor, at most
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+M_MMAP_THRESHOLD = -3  # glibc mallopt: blocks from this size up are mapped, and unmapped on free
 
 
 def _status_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", STATUS.read_text()).group(1))
 
 
-def measure(fn: Callable[[], object]) -> tuple[float, float | None, object]:
-    """Seconds (fastest of 5 runs if one is under QUICK_S), peak RSS growth in MiB of the
-    first run (None where Linux's counters are missing), result."""
+def peak_growth_mib(fn: Callable[[], object]) -> float | None:
+    """Run FN once; the growth of the peak RSS over the RSS before, in MiB (None where
+    Linux's counters are missing)."""
     gc.collect()
     if LIBC is not None:
         LIBC.malloc_trim(0)  # hand freed heap back, so this step's allocations show in RSS
@@ -61,15 +85,23 @@ def measure(fn: Callable[[], object]) -> tuple[float, float | None, object]:
         base = _status_kib("VmRSS")
     except OSError:
         base = None
-    start = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - start
-    peak = None if base is None else (_status_kib("VmHWM") - base) / 1024
-    for _ in range(4 if seconds < QUICK_S else 0):
-        start = time.perf_counter()
+    fn()
+    return None if base is None else (_status_kib("VmHWM") - base) / 1024
+
+
+def timed(fn: Callable[[], object], cpu: bool = False) -> tuple[float, float]:
+    """Wall and process CPU seconds of FN, of the fastest of 5 runs (by wall time, or by CPU
+    time with CPU) when one takes under QUICK_S. CPU time counts the work of every thread,
+    not the waiting for a core."""
+    best = (float("inf"), float("inf"))
+    for _ in range(5):
+        wall, used = time.perf_counter(), time.process_time()
         fn()
-        seconds = min(seconds, time.perf_counter() - start)
-    return seconds, peak, out
+        run = (time.perf_counter() - wall, time.process_time() - used)
+        best = min(best, run, key=lambda t: t[1] if cpu else t[0])
+        if run[0] >= QUICK_S:
+            break
+    return best
 
 
 def descriptors(
@@ -105,77 +137,158 @@ def reference_style(q: np.ndarray, r: np.ndarray, positives: np.ndarray) -> np.n
     return ranks
 
 
+def breakdown(q: torch.Tensor, r: torch.Tensor, pos: np.ndarray) -> None:
+    """Where the time goes, per whole problem, in CPU seconds (the work, not the waits for
+    a core): one product of ROWS queries on one thread and on all threads, and the
+    post-processing of its scores on one thread (fastest of 5)."""
+    n, m = len(q), len(r)
+    size, count = _block_shape(m, 10)
+    threads = torch.get_num_threads()
+    print("  where the time goes (CPU s per whole problem, fastest of 5):")
+    all_threads = f"GEMM {threads} threads"
+    print(f"  {'rows':>6s} {'GEMM 1 thread':>14s} {all_threads:>15s} {'post 1 thread':>14s}")
+    for rows in (128, 256, 512, 1024, 2048):
+        rows = min(rows, n)
+        sim = torch.full((rows, size * count), -math.inf)
+        scale = n / rows
+
+        def gemm(sim: torch.Tensor = sim, rows: int = rows) -> None:
+            torch.mm(q[:rows], r.T, out=sim[:, :m])
+
+        gemm_all = timed(gemm, cpu=True)[1] * scale
+        try:
+            torch.set_num_threads(1)
+            gemm_one = timed(gemm, cpu=True)[1] * scale
+            post = timed(lambda s=sim, k=rows: _chunk_results(s, pos[:k], 10, size), cpu=True)[1]
+        finally:
+            torch.set_num_threads(threads)
+        print(f"  {rows:6d} {gemm_one:14.3f} {gemm_all:15.3f} {post * scale:14.3f}")
+        if rows == n:
+            break
+
+
+def machine_line() -> str:
+    """CPU model, threads, BLAS, OPENBLAS_CORETYPE and load: what tells runs apart."""
+    blas = "MKL" if torch.backends.mkl.is_available() else "other BLAS"
+    one, five, _ = os.getloadavg()
+    return (
+        f"CPU {cpu_model()!r}, {os.cpu_count()} CPUs; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads ({blas}); numpy and faiss use OpenBLAS, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')!r}; "
+        f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+    )
+
+
+def _range(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if len(values) == 1 else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
 def bench_scale(n: int, d: int, args: argparse.Namespace) -> None:
-    """Print one block of timings, peak memory and ratios for N x N x D."""
+    """Time every step over args.rounds rounds and print ranges, ratios and peak memory."""
     q_np, r_np, pos = descriptors(n, d, seed=0, noise=args.noise)
     q, r = torch.from_numpy(q_np), torch.from_numpy(r_np)
     memory = args.memory_mb * 2**20
     gflop = 2.0 * n * n * d / 1e9
-    rows: list[tuple[str, float, float | None]] = []
-    floor_a, floor_mem, _ = measure(lambda: gemm_floor(q, r, memory))
-    found = {}
-    for backend in args.backends:
-        t, mem, out = measure(
-            lambda b=backend: search(q, r, pos, 10, one_percent_k(n), b, memory_bytes=memory)
-        )
-        rows.append((backend, t, mem))
-        found[backend] = out
-    floor = floor_a
-    if args.floor_twice:
-        floor = min(floor, measure(lambda: gemm_floor(q, r, memory))[0])
+    cap = one_percent_k(n)
+
+    def ours(backend: str = "torch", strategy: str = "auto") -> Callable[[], object]:
+        return lambda: search(q, r, pos, 10, cap, backend, memory, strategy)
+
+    steps: dict[str, Callable[[], object]] = {"floor": lambda: gemm_floor(q, r, memory)}
+    steps["ours"] = ours()
+    if args.strategies:
+        steps.update({name: ours(strategy=name) for name in STRATEGIES})
+    if "faiss" in args.backends and faiss_available():
+        steps["faiss"] = ours("faiss")
     ref_gb = 2 * n * n * 4 / 2**30  # the matrix and its 2 - 2x temporary
     if ref_gb <= args.reference_max_gb:
-        t, mem, ref_ranks = measure(lambda: reference_style(q_np, r_np, pos))
-        rows.append(("reference", t, mem))
-        exact = found.get("torch")
-        if exact is not None:
-            agree = float(np.mean(exact.ranks == ref_ranks) * 100)
-            print(f"  torch ranks equal reference-style ranks for {agree:.2f}% of queries")
+        steps["reference"] = lambda: reference_style(q_np, r_np, pos)
+
+    start = time.perf_counter()
+    found = search(q, r, pos, 10, cap, "torch", memory)  # measures the strategy if not cached
+    first_s = time.perf_counter() - start
+    print(f"\n{n:,} x {n:,} x {d:,} ({gflop:,.0f} GFLOP), memory budget {args.memory_mb} MiB")
+    print(f"  plan: {found.plan.describe()}; first call {first_s:.2f} s (not timed below)")
+    top10 = float(np.mean(found.ranks < 10) * 100)
+    print(f"  true match in the top-10 for {top10:.1f}% of queries (noise {args.noise})")
+    if "reference" in steps:
+        agree = float(np.mean(found.ranks == reference_style(q_np, r_np, pos)) * 100)
+        print(f"  ours ranks equal reference-style ranks for {agree:.2f}% of queries")
     else:
         print(f"  reference skipped: it needs a {ref_gb:.1f} GiB distance matrix")
-    print(f"\n{n:,} x {n:,} x {d:,} ({gflop:,.0f} GFLOP), memory budget {args.memory_mb} MiB")
-    if "torch" in found:
-        top10 = float(np.mean(found["torch"].ranks < 10) * 100)
-        print(f"  true match in the top-10 for {top10:.1f}% of queries (noise {args.noise})")
+
+    peaks = {name: peak_growth_mib(fn) for name, fn in steps.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
+    loads = []
+    names = list(steps)
+    for turn in range(args.rounds):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            wall, used = timed(steps[name])
+            times[name].append(wall)
+            cpu[name].append(used)
+        loads.append(os.getloadavg()[0])
+
+    floor = times["floor"]
+    head = f"{'step':20s} {'seconds':>13s}  {'x floor, per round':>22s}  {'CPU s x floor':>13s}"
+    print(f"  {head}  peak")
+    for name in names:
+        ratios = [t / f for t, f in zip(times[name], floor, strict=True)]
+        cpu_x = np.median([c / f for c, f in zip(cpu[name], cpu["floor"], strict=True)])
+        peak = "n/a" if peaks[name] is None else f"+{peaks[name]:,.0f} MiB"
+        label = "floor (bare GEMM)" if name == "floor" else name
+        print(
+            f"  {label:20s} {_range(times[name], '.3f'):>13s}  "
+            f"{_range(ratios, '.2f'):>12s} (med {np.median(ratios):.2f})  "
+            f"{f'med {cpu_x:.2f}':>13s}  {peak}"
+        )
+    print(f"  floor speed {_range([gflop / t for t in floor], '.0f')} GFLOP/s")
+    ref = [t / o for t, o in zip(times.get("reference", []), times["ours"], strict=False)]
+    if ref:
+        print(f"  reference / ours per round: {_range(ref, '.2f')}")
+    ours_x = [t / f for t, f in zip(times["ours"], floor, strict=True)]
+    met = max(ours_x) <= GOAL and min(ref, default=1.0) >= 1.0
     print(
-        f"  {'floor (bare GEMM)':20s} {floor:9.2f} s  {gflop / floor:7.1f} GFLOP/s"
-        f"  peak +{floor_mem or 0:,.0f} MiB"
+        f"  goal (ours <= {GOAL}x floor, never slower than reference) "
+        f"{'met' if met else 'NOT met'} in every round"
     )
-    ours = {name: t for name, t, _ in rows if name != "reference"}
-    for name, t, mem in rows:
-        peak = "n/a" if mem is None else f"+{mem:,.0f} MiB"
-        print(f"  {name:20s} {t:9.2f} s  {t / floor:6.2f}x floor  peak {peak}")
-    if "reference" in {name for name, _, _ in rows}:
-        ref_t = next(t for name, t, _ in rows if name == "reference")
-        for name, t in ours.items():
-            print(f"  reference / {name}: {ref_t / t:.2f}x")
+    print(f"  load average (1 min) after each round: {', '.join(f'{v:.2f}' for v in loads)}")
+    if args.breakdown:
+        breakdown(q, r, pos)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run every requested scale and print what was measured."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scales", default="2000x512,8884x4096", help="NxD,NxD,...")
+    ap.add_argument("--scales", default="2000x512,8884x4096,20000x1024", help="NxD,NxD,...")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per scale")
     ap.add_argument("--memory-mb", type=int, default=512, help="retrieval memory budget (MiB)")
-    ap.add_argument("--backends", default="faiss,torch", help="faiss,torch or one of them")
+    ap.add_argument("--backends", default="torch", help="torch, or torch,faiss")
+    ap.add_argument(
+        "--no-strategies",
+        dest="strategies",
+        action="store_false",
+        help="time only the chosen strategy, not each forced one",
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time GEMM on one and all threads and the post-processing, per chunk size",
+    )
     ap.add_argument("--reference-max-gb", type=float, default=4.0)
     ap.add_argument("--noise", type=float, default=0.05, help="query noise per dimension")
-    ap.add_argument(
-        "--floor-once",
-        dest="floor_twice",
-        action="store_false",
-        help="time the floor only before the others (saves minutes at CVACT_test size)",
-    )
     args = ap.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
-    print(
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads, BLAS "
-        f"{'MKL' if torch.backends.mkl.is_available() else 'other'}); numpy and faiss use "
-        f"OpenBLAS; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')!r}; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-    )
+    if LIBC is not None:  # a fixed threshold: buffers freed by one step never serve the next
+        LIBC.mallopt(M_MMAP_THRESHOLD, 2**20)
+    print(machine_line())
+    print(f"strategy cache: {plan_cache_path()}")
     for scale in args.scales.split(","):
         n, d = (int(v) for v in scale.lower().split("x"))
         bench_scale(n, d, args)
+    print(f"\nafter: {machine_line()}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from benchmark import distributed
 from benchmark.data.transforms import RESIZE, resize
 from benchmark.errors import BenchmarkError
+from benchmark.io import cache_root
 
 CACHE_VERSION = 1
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # modes convert("RGB") would clip
@@ -35,11 +36,6 @@ DECODE = {
     "full": "PIL, full size",
     "device": "torchvision.io.decode_jpeg on the model's device (nvJPEG on CUDA), full size",
 }
-
-
-def cache_root() -> Path:
-    """The harness's cache folder ($CVGL_BENCHMARK_CACHE or ~/.cache/cvgl-benchmark)."""
-    return Path(os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark")
 
 
 class LoadOptions(BaseModel):

@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark import distributed
 from benchmark.data.base import CrossViewSplit, DatasetBundle
-from benchmark.data.images import cache_root
 from benchmark.data.world import World, WorldParams, params_dict
-from benchmark.io import atomic_write
+from benchmark.io import atomic_write, cache_root
 
 
 class SyntheticOptions(BaseModel):

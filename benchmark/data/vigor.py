@@ -10,8 +10,10 @@ d0 > 0 means south of the tile centre, d1 > 0 west). The tile index is the line 
 Metric plane: each city is projected equirectangularly around the mean of its tile
 centres (x east, y north, in metres, Earth radius 6,371,004 m as in VIGOR's
 evaluation); city k is then translated by k x 10,000 km along x, so a retrieval in the
-wrong city is never within any metre threshold. Offsets come from the label pixels at
-0.114 m/px; the pixels themselves are kept in ``meta['offsets_px']``.
+wrong city is never within any metre threshold. ``meta['plane_origins']`` keeps each
+city's reference, so plane_to_latlon recovers GPS positions (metre metrics measure
+great-circle distances). Offsets come from the label pixels at 0.114 m/px; the pixels
+themselves are kept in ``meta['offsets_px']``.
 """
 
 from __future__ import annotations
@@ -108,6 +110,23 @@ def to_plane(latlon: np.ndarray, ref: tuple[float, float], city: int) -> np.ndar
     return np.stack([east, north], axis=1)
 
 
+def city_of(xy: np.ndarray) -> np.ndarray:
+    """City number (index in CITIES) of each plane point, from its shift along x."""
+    return np.rint(np.asarray(xy)[:, 0] / CITY_SEPARATION_M).astype(np.int64)
+
+
+def plane_to_latlon(xy: np.ndarray, origins: list) -> np.ndarray:
+    """(n, 2) (lat, lon) degrees of plane points (the inverse of to_plane); ORIGINS[k] is
+    city k's (lat, lon) reference, as in a split's ``meta['plane_origins']``."""
+    xy = np.asarray(xy, dtype=np.float64)
+    city = city_of(xy)
+    ref = np.radians([origins[c] for c in city]).reshape(-1, 2)
+    lat = ref[:, 0] + xy[:, 1] / EARTH_RADIUS_M
+    east = xy[:, 0] - city * CITY_SEPARATION_M
+    lon = ref[:, 1] + east / (EARTH_RADIUS_M * np.cos(ref[:, 0]))
+    return np.degrees(np.stack([lat, lon], axis=1))
+
+
 def city_dirs(root: Path, city: str) -> tuple[Path, Path]:
     """(panorama folder, satellite folder) of CITY in the original or re-organised layout."""
     if (root / "ground" / city).is_dir() and not (root / city).is_dir():
@@ -159,12 +178,14 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
     ground_xy: list[np.ndarray] = []
     labelled: list[list[int]] = []
     deltas: list[list[list[float]]] = []
+    origins: list[list[float] | None] = [None] * len(CITIES)
     for city in cities:
         number = CITIES.index(city)
         pano_dir, sat_dir = city_dirs(root, city)
         names = read_lines(root / "splits" / city / "satellite_list.txt")
         latlon = np.array([tile_latlon(n) for n in names]).reshape(-1, 2)
         ref = (float(latlon[:, 0].mean()), float(latlon[:, 1].mean())) if len(names) else (0, 0)
+        origins[number] = list(ref)
         for name in names:
             index[(city, name)] = len(tiles)
             tiles.append(f"{sat_dir}/{name}")
@@ -212,6 +233,7 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
             "metres_per_px": METRES_PER_PX,
             "offsets": "ground minus tile centre (east, north) m; offsets_px = label (d0, d1)",
             "projection": PROJECTION,
+            "plane_origins": origins,
         },
     )
 
