@@ -67,7 +67,7 @@ def board(tmp_path: Path) -> Path:
     return folder
 
 
-def test_page_shows_mean_std_seeds_cost_paper_and_failures(
+def test_page_shows_mean_interval_seeds_cost_paper_and_failures(
     board: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     page = tmp_path / "page" / "LEADERBOARD.md"
@@ -77,7 +77,7 @@ def test_page_shows_mean_std_seeds_cost_paper_and_failures(
     cvusa = text.split("## cvusa / test")[1].split("## ")[0]
     cells = _row(cvusa, "| [safa]")
     assert cells[1:4] == ["tiny", "quick", "32x128 / 32x128"]
-    assert cells[6:11] == ["3", "52.00 ± 2.00", "62.00 ± 2.00", "72.00 ± 2.00", "82.00 ± 2.00"]
+    assert cells[6:11] == ["3", "52.00 ± 4.97", "62.00 ± 4.97", "72.00 ± 4.97", "82.00 ± 4.97"]
     assert cells[11:15] == ["2.26", "0.27", "5.0", "2,048"]
     assert cells[15:] == ["89.84", "-37.84"]  # the paper's CVUSA R@1 beside ours, never mixed
     assert "seeds 0 / 1 / 2" in cvusa and "device cpu (2 threads)" in cvusa
@@ -141,7 +141,7 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
         _row(text, "| [saig]   | tiny      | head=gap"),
     )
     assert smd[headers.index("seeds")] == "2" and gap[headers.index("seeds")] == "1"
-    assert smd[headers.index("acc@10m")] == "20.50 ± 0.71"  # one file per seed: seeds 0, 1
+    assert smd[headers.index("acc@10m")] == "20.50 ± 6.35"  # one file per seed: seeds 0, 1
     assert text.index("head=smd") < text.index("head=gap")  # ranked by R@1
     assert smd[headers.index("polar")] == "no"
     metre_plot = next(p for p in plots if p.path.startswith("plots/metres-"))

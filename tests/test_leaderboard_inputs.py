@@ -78,7 +78,7 @@ def test_an_invalid_result_is_rejected_by_name_and_fails_the_check(
     cells = _row(text, "| [safa]")
     headers = _row(text, "| method")
     assert cells[headers.index("seeds")] == "2"  # seed 2 is neither shown nor averaged
-    assert cells[headers.index("R@1")] == "51.00 ± 1.41"
+    assert cells[headers.index("R@1")] == "51.00 ± 12.71"
 
 
 def test_the_same_run_twice_counts_once_with_a_warning(
@@ -91,13 +91,13 @@ def test_the_same_run_twice_counts_once_with_a_warning(
     text, _, warnings = render(three_seeds, tmp_path)
     assert warnings == [f"ignored {copy}: a copy of the run in {three_seeds / name}, counted once"]
     cells, headers = _row(text, "| [safa]"), _row(text, "| method")
-    assert cells[headers.index("seeds")] == "3" and cells[headers.index("R@1")] == "52.00 ± 2.00"
+    assert cells[headers.index("seeds")] == "3" and cells[headers.index("R@1")] == "52.00 ± 4.97"
     (tmp_path / "LEADERBOARD.md").write_text(text)
     assert leaderboard_command(three_seeds, tmp_path / "LEADERBOARD.md", check=True) == 1
     _edit(copy, _set("metrics", "R@1", value=99.0))  # a stale record of the same run
     text, _, warnings = render(three_seeds, tmp_path)
     assert "a different record of the run" in warnings[0]
-    assert _row(text, "| [safa]")[headers.index("R@1")] == "52.00 ± 2.00"
+    assert _row(text, "| [safa]")[headers.index("R@1")] == "52.00 ± 4.97"
 
 
 HOSTILE = "x|y\n## z <script>alert(1)</script> [a](javascript:b) `c` *d*"
@@ -185,3 +185,23 @@ def test_a_declared_metric_is_a_column_and_the_declared_key_ranks(tmp_path: Path
     order = [line.split("|")[1].strip() for line in main if line.startswith("| [")]
     assert order == ["[saig]", "[l2ltr]", "[safa]"]  # lower error first, not higher R@1
     assert _row(text, "| [saig]")[headers.index("yaw error °")] == "2.25"
+
+
+def test_rows_the_seeds_cannot_tell_apart_are_marked(tmp_path: Path) -> None:
+    """≈ follows the ranking column of a row that Welch's test cannot tell from the next."""
+    scores = [(60.0, 40.0, 39.0), (62.0, 42.0, 43.0), (61.0, 44.0, 41.0)]
+    folder = _write(
+        tmp_path / "r",
+        *[
+            _result(plugin, seed, r1)
+            for seed, row in enumerate(scores)
+            for plugin, r1 in zip(("safa", "saig", "aenet"), row, strict=True)
+        ],
+    )
+    text = render(folder, tmp_path)[0]
+    headers = _row(text, "| method")
+    at = headers.index("R@1")
+    assert not _row(text, "| [safa]")[at].endswith("≈")  # 61 vs 42: told apart
+    assert _row(text, "| [saig]")[at].endswith("≈")  # 42 vs 41: not
+    assert not _row(text, "| [aenet]")[at].endswith("≈")  # the last row
+    assert "Welch's t-test" in text

@@ -10,9 +10,9 @@ import yaml
 
 from benchmark import results
 from benchmark.cli import main
-from benchmark.config import RunConfig
+from benchmark.identity import run_identity
+from benchmark.jobs import plan as plan_job
 from benchmark.registry import build_registry
-from benchmark.runner import result_path
 from benchmark.suite import Suite, config, load_suite, plan, run_suite
 from tests.conftest import TINY_WORLD
 
@@ -21,6 +21,8 @@ BOARD = ROOT / "leaderboard"
 
 
 def test_the_committed_suite_plans_exactly_the_committed_results() -> None:
+    """Every committed result is a run of the committed suite, under its exact settings and
+    identity (an evaluation's weights enter its identity by their recorded content hash)."""
     reg = build_registry()
     suite = load_suite(BOARD / "suites" / "synthetic.yaml")
     runs = {(run.method, run.user["seed"]): run for run in plan(suite, {})}
@@ -32,13 +34,12 @@ def test_the_committed_suite_plans_exactly_the_committed_results() -> None:
         run = runs[(recorded.plugin, recorded.seed)]
         protocol = None if recorded.protocol == "aligned" else recorded.protocol
         cfg = config(reg, run, protocol, weights=recorded.parent is not None)
-        planned = cfg.model_dump(mode="json")
-        assert {k: planned[k] for k in recorded.config} == recorded.config, path.name
-        # fields added since are at their defaults (resolved: val_fraction follows selection)
-        defaults = RunConfig(plugin=recorded.plugin, selection=planned["selection"])
-        for key in set(planned) - set(recorded.config):
-            assert planned[key] == defaults.model_dump(mode="json")[key], key
-        assert result_path(reg, cfg).name == path.name
+        assert cfg.model_dump(mode="json") == recorded.config, path.name
+        job = plan_job(reg, cfg)
+        inputs = recorded.identity.get("inputs", {})
+        identity = run_identity(cfg, job.options, job.split, inputs)
+        assert identity.settings == recorded.identity, path.name
+        assert f"{identity.stem}.json" == path.name
 
 
 def _tiny_suite(tmp_path: Path) -> Suite:

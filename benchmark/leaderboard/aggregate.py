@@ -1,5 +1,6 @@
-"""Frame rows of one dataset/split -> leaderboard rows: mean, std and count of every metric
-per (method, variant, regime, settings), labelled and ranked by the declared ranking key."""
+"""Frame rows of one dataset/split -> leaderboard rows: mean, 95% interval and count of every
+metric per (method, variant, regime, settings), labelled and ranked by the declared ranking
+key, with the per-seed values a test of two rows needs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 from benchmark.leaderboard.figures import Curve
 from benchmark.leaderboard.frame import METRIC, PROFILE
 from benchmark.specs import MetricDisplay
+from benchmark.stats import mean_interval
 
 ROW_KEYS = ["method", "variant", "regime", "settings"]
 ALIGNED = "aligned"
@@ -20,13 +22,19 @@ UNKNOWN = "unknown-orientation"
 Stats = tuple[float, float, int]
 
 
+def numbers(values: pd.Series) -> list[float]:
+    """The numbers in VALUES (others dropped)."""
+    return [float(v) for v in pd.to_numeric(values, errors="coerce").dropna()]
+
+
 def stats(values: pd.Series) -> Stats:
-    """Mean, sample standard deviation and count of the numbers in VALUES."""
-    vals = pd.to_numeric(values, errors="coerce").dropna()
-    if vals.empty:
+    """Mean, half-width of its two-sided 95% Student-t interval (nan for one value) and count
+    of the numbers in VALUES."""
+    vals = numbers(values)
+    if not vals:
         return math.nan, math.nan, 0
-    std = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
-    return float(vals.mean()), std, len(vals)
+    mean, half = mean_interval(vals)
+    return mean, half, len(vals)
 
 
 def first(values: pd.Series) -> Any:
@@ -90,6 +98,7 @@ def aggregate(
         row["descriptor_dim"] = first(g.descriptor_dim)
         row["seeds"] = len(aligned)
         row["metrics"] = {m: stats(aligned.get(METRIC + m, absent)) for m in scalars}
+        row["values"] = {m: numbers(aligned.get(METRIC + m, absent)) for m in scalars}
         row["curves"] = {
             d.key: mean_curve(aligned.get(METRIC + d.key, absent), d, len(aligned))
             for d in shown

@@ -46,7 +46,7 @@ def number(value: Any, digits: int) -> str:
 
 
 def mean_std(stats: tuple[float, float, int], digits: int = 2) -> str:
-    """'mean ± std' over runs ('mean' for one run, '-' for none)."""
+    """'mean ± half-width of its 95% interval' over runs ('mean' for one run, '-' for none)."""
     mean, std, n = stats
     if n == 0:
         return "-"
@@ -54,7 +54,7 @@ def mean_std(stats: tuple[float, float, int], digits: int = 2) -> str:
 
 
 def runs(stats: tuple[float, float, int], digits: int = 2) -> str:
-    """Mean ± std with the number of runs, e.g. '41.20 ± 1.10 (3)'."""
+    """Mean ± its 95% interval with the number of runs, e.g. '41.20 ± 2.73 (3)'."""
     return "-" if stats[2] == 0 else f"{mean_std(stats, digits)} ({stats[2]})"
 
 

@@ -37,6 +37,7 @@ from benchmark.leaderboard.markdown import (
 from benchmark.reported import reported_compute
 from benchmark.results import CardSnapshot
 from benchmark.specs import MetricDisplay
+from benchmark.stats import distinguishable
 
 
 def protocol_title(protocol: str) -> str:
@@ -122,9 +123,10 @@ def _robustness(section: pd.DataFrame, tracks: list[str], rank: MetricDisplay) -
         seen.append(f"cut to an N° field of view from a random azimuth ({fovs})")
     return (
         f"Robustness columns: {escape(rank.header)} with each test ground panorama "
-        f"{' or '.join(seen)}, protocol seeds {seeds}; mean ± std (runs), while `seeds` counts "
-        "aligned runs. A run that evaluated the weights of another run (its recorded parent) "
-        "joins that run's row. Every recall under each protocol is in the table below."
+        f"{' or '.join(seen)}, protocol seeds {seeds}; mean ± 95% interval (runs), while "
+        "`seeds` counts aligned runs. A run that evaluated the weights of another run (its "
+        "recorded parent) joins that run's row. Every recall under each protocol is in the "
+        "table below."
     )
 
 
@@ -181,11 +183,15 @@ def _section(
     headers += [h for _, h, _ in PROFILE] + ["dim"]
     headers += [f"paper {rank.header}", f"Δ {rank.header}"] if ranked else []
     body = []
-    for row in rows:
+    for i, row in enumerate(rows):
         cells = _identity(row, cards, with_label)
         cells += [escape(row["input"]), row["polar"], escape(row["loss"])]
         cells += [str(row["seeds"])] if metrics else []
-        cells += [mean_std(row["metrics"][d.key], d.digits) for d in metrics]
+        tied = ranked and _tied(row, rows[i + 1] if i + 1 < len(rows) else None, rank)
+        cells += [
+            mean_std(row["metrics"][d.key], d.digits) + (" ≈" if tied and d is rank else "")
+            for d in metrics
+        ]
         if ranked:
             cells += [runs(row["tracks"][t][rank.key], rank.digits) for t in tracks]
         cells += [number(row["profile"][p][0], d) for p, _, d in PROFILE]
@@ -200,6 +206,12 @@ def _section(
     title = f"{escape(dataset)} / {escape(split)}"
     intro = "Evaluation protocol: aligned." if metrics else "No aligned runs here."
     lines = [f"## {title}", "", f"{intro} {_setting(main)}", ""]
+    if ranked and any(d is rank for d in metrics):
+        lines += [
+            f"≈ after {rank.header}: Welch's t-test over the seeds cannot tell this row from "
+            "the next one (p ≥ 0.05); their order is not established.",
+            "",
+        ]
     if tracks and ranked:
         lines += [_robustness(section, tracks, rank), ""]
     lines.append(table(body, headers))
@@ -213,6 +225,15 @@ def _section(
     if tracks and ranked:
         lines += _track_table(rows, tracks, track_columns, rank, cards, with_label, title)
     return lines, plots
+
+
+def _tied(row: dict[str, Any], below: dict[str, Any] | None, rank: MetricDisplay) -> bool:
+    """Whether ROW's ranking values cannot be told from those of the row BELOW it (both with
+    two seeds or more)."""
+    if below is None:
+        return False
+    ours, theirs = row["values"].get(rank.key, []), below["values"].get(rank.key, [])
+    return len(ours) > 1 and len(theirs) > 1 and not distinguishable(ours, theirs)
 
 
 def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
@@ -304,10 +325,10 @@ def render(results_dir: Path, page_dir: Path) -> tuple[str, list[Plot], list[str
         "# Leaderboard",
         "",
         f"Rendered by `python -m benchmark leaderboard` from the result files in "
-        f"[`{where}/`]({where}/); do not edit by hand. Recall is in percent: mean ± sample "
-        "standard deviation over seeds, `seeds` = number of runs. The paper columns hold what "
-        "each paper reports for its own configuration; Δ R@1 = ours − paper, a reproduction "
-        "check only for the paper variant under the paper regime.",
+        f"[`{where}/`]({where}/); do not edit by hand. Recall is in percent: mean ± the "
+        "half-width of its 95% Student-t interval over seeds, `seeds` = number of runs. The "
+        "paper columns hold what each paper reports for its own configuration; Δ R@1 = ours − "
+        "paper, a reproduction check only for the paper variant under the paper regime.",
         "",
     ]
     if df.empty:
