@@ -113,6 +113,14 @@ class RunConfig(Recipe):
             raise ValueError(f"known regimes are {', '.join(sorted(regimes.available()))}")
         return value
 
+    @field_validator("augment", "metrics", "log", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """--set metrics=recall,mrr: a comma list for a list setting."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("augment")
     @classmethod
     def _known_augmentations(cls, value: list[str]) -> list[str]:
@@ -268,8 +276,9 @@ def _check_keys(data: Mapping[str, Any], fields: Mapping[str, Any], where: str) 
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise BenchmarkError(
-                f"Unknown setting {where}{key!r}.{hint} "
-                f"Known settings: {', '.join(sorted(fields))}."
+                f"Unknown setting '{where}{key}'.{hint} "
+                f"Known settings{' of ' + where.rstrip('.') if where else ''}: "
+                f"{', '.join(sorted(fields))}."
             )
 
 

@@ -33,4 +33,4 @@ def suggest(name: str, choices: Iterable[str], kind: str) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     listing = ", ".join(choices) if choices else "(none installed)"
-    return f"Unknown {kind} {name!r}.{hint} Available {kind}s: {listing}."
+    return f"Unknown {kind} {name!r}.{hint} Available: {listing}."

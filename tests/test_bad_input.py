@@ -301,7 +301,7 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
         "unknown-model-option",
         lambda t: synthetic(t, "--set", "model.chanel_pool=mean"),
         2,
-        ["Unknown setting model.'chanel_pool'", "Did you mean 'channel_pool'"],
+        ["Unknown setting 'model.chanel_pool'", "Did you mean 'channel_pool'"],
     ),
     ("set-without-value", lambda t: synthetic(t, "--set", "lr"), 2, ["KEY=VALUE", "'lr'"]),
     (

@@ -111,7 +111,7 @@ def test_every_field_has_one_role_and_the_recipe_is_declared_once() -> None:
         (["btch_size=4"], r"Did you mean 'batch_size'"),
         (
             ["model.chanel_pool=max"],
-            r"Unknown setting model.'chanel_pool'.*Did you mean 'channel_pool'",
+            r"Unknown setting 'model.chanel_pool'.*Did you mean 'channel_pool'",
         ),
         (["model.channel_pool=median"], r"model.channel_pool: Input should be 'max' or 'mean'"),
         (["variant=huge"], r"Unknown variant 'huge' of 'safa'. Available variants: .*tiny"),
@@ -276,3 +276,10 @@ def test_config_show_prints_sources_identity_and_files(tmp_path: Path, capsys) -
     table = capsys.readouterr().out
     assert shown["identity"] in table and "model.heads" in table and "--set" in table
     assert not list(tmp_path.glob("*.json"))  # nothing ran
+
+
+def test_list_settings_take_comma_lists() -> None:
+    spec = build_registry().model("safa")
+    run = resolve(spec, parse_sets(["metrics=recall,hit-rate", "augment=circular-shift"]))
+    assert run.metrics == ["recall", "hit-rate"] and run.augment == ["circular-shift"]
+    assert resolve(spec, parse_sets(['metrics=["recall"]'])).metrics == ["recall"]  # JSON too

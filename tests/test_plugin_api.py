@@ -140,7 +140,7 @@ def _pixels(name: str = "pixels-two") -> Any:
         ),
         (
             local(benchmark_models=lambda: [_replace(quick={"model": {"width": 3}})]),
-            "Unknown setting model.'width'",
+            "Unknown setting 'model.width'",
         ),
         (
             local(benchmark_models=lambda: [_replace(card={**_card(), "year": 2020})]),

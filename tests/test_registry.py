@@ -33,7 +33,7 @@ def test_unknown_name_suggests_close_matches() -> None:
     reg = build_registry()
     with pytest.raises(BenchmarkError, match=r"Unknown method 'safaa'.*Did you mean 'safa'"):
         reg.model("safaa")
-    with pytest.raises(BenchmarkError, match="Available datasets: .*synthetic"):
+    with pytest.raises(BenchmarkError, match="Available: .*synthetic"):
         reg.dataset("cvusaa-x")
 
 
