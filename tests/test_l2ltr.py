@@ -38,7 +38,8 @@ def mha(q_in: torch.Tensor, k_in: torch.Tensor, attn: torch.nn.Module, heads: in
 def reference(
     encoder: SelfCrossEncoder, h0: torch.Tensor, heads: int, self_cross: bool
 ) -> torch.Tensor:
-    """METHODS.md's loop: keys from the previous block's input (h_0 for blocks 1 and 2)."""
+    """The official encoder's loop: keys from the previous block's input (h_0 for blocks 1
+    and 2)."""
 
     def ln(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, 1e-6)

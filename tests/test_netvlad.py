@@ -1,4 +1,5 @@
-"""NetVLAD against a direct loop implementation of its formula (METHODS.md, CVM-Net)."""
+"""NetVLAD against a direct loop implementation of its formula (Arandjelovic et al.
+2016, CVM-Net's loupe.py)."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_paper_config_size_and_structure_on_meta() -> None:
     with torch.device("meta"):
         model = Vigor(VigorOptions(pretrained=False))
     total = sum(p.numel() for p in model.parameters())
-    assert total / 1e6 == pytest.approx(34.0, abs=0.05)  # METHODS.md: ~34.0 M
+    assert total / 1e6 == pytest.approx(34.0, abs=0.05)  # VIGOR's SAFA-based model: ~34.0 M
     assert sum(p.numel() for p in model.offset.parameters()) == 8192 * 512 + 512 + 512 * 2 + 2
     assert isinstance(model.ground.safa, SpatialAwareAggregation)
     assert model.ground.safa.w1.shape == (8, 200, 100)  # 320x640 -> 10x20 positions

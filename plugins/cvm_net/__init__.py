@@ -32,9 +32,9 @@ CARD = ModelCard(
         "gflops_reported": None,
         "input": "224x1232 ground + 512x512 aerial",
         "source": (
-            "The CVM-Net paper reports neither parameters nor FLOPs. 163.8 M is counted in "
-            "METHODS.md: 2 x VGG16 conv (14.715 M) + 2 x NetVLAD (65,600) + shared FC "
-            "(134.22 M); about 165 GMAC per pair at the official sizes (also counted)."
+            "The CVM-Net paper reports neither parameters nor FLOPs. 163.8 M is counted from "
+            "the official architecture: 2 x VGG16 conv (14.715 M) + 2 x NetVLAD (65,600) + "
+            "shared FC (134.22 M); about 165 GMAC per pair at the official sizes (also counted)."
         ),
     },
     notes=(
@@ -45,7 +45,11 @@ CARD = ModelCard(
         "crossview_localisation, src/CVM-Net/input_data.py): ground panoramas at their stored "
         "224x1232, aerial tiles resized to 512x512. Variant '128x512' is the former default "
         "here: 128x512 ground and a 256x256 aerial tile (the non-polar size of SAFA's ablation).",
-        "The paper's random crop and 90-degree rotation of the aerial image are not applied.",
+        "Training augmentation follows the official loader (input_data.py): a centred random "
+        "crop of the aerial image (236 of 748 px) resized back, and a rotation by k x 90 "
+        "degrees (k drawn from 0..4), off at evaluation. The official code keeps every epoch "
+        "and logs R@1% on test; here the best epoch by R@1 on a 5% validation split is "
+        "evaluated (selection=best), never one chosen on test.",
         "Initialisation: the official model starts from an 'init' checkpoint whose VGG16 part "
         "is 'initialised by the online model' (README), with BGR input minus (103.939, "
         "116.779, 123.6) and no std scaling (input_data.py): a Caffe-converted ImageNet VGG16 "

@@ -48,7 +48,7 @@ CARD = ModelCard(
         "re-verified.",
         "Reported '44 GFLOPs' (AENet Tab. 7) is not reproduced: the harness counts 28.5 "
         "GMAC per branch at 128x512 (57.1 for the pair, attention matmuls included; about "
-        "27.2 without them, as METHODS.md's timm count). Whether the 44 are MACs or FLOPs "
+        "27.2 without them, as timm's counter gives). Whether the 44 are MACs or FLOPs "
         "is not stated; they are taken as MACs like most papers' 'GFLOPs' [inference]. The "
         "gap is unexplained (different counters or stem), so the paper's figure is quoted.",
         "Stem built from timm's ResNetV2 with the details of L2LTR's code "
@@ -71,7 +71,9 @@ CARD = ModelCard(
         "README does not say]; the aerial position embedding has 256 entries for both 128x512 "
         "polar and 256x256 non-polar inputs, so either variant accepts the file.",
         "Recipe: AdamW eps 1e-6 as in the code, "
-        "222,000 steps = 200 epochs on CVUSA, best checkpoint by R@1; optional AMP.",
+        "222,000 steps = 200 epochs on CVUSA, fp32 (AMP optional: --amp), gradient clipping "
+        "at 1.0 as in the code. The code keeps the best checkpoint by R@1 on the test split; "
+        "here the best epoch is chosen on a 5% validation split, never on test.",
         "The tiny variant (quick protocol) is a 3-unit narrow stem and 4 narrow self-cross "
         "blocks trained from scratch; same code path, not the paper's capacity.",
     ),

@@ -33,6 +33,11 @@ CARD = ModelCard(
         "source": "TransGeo comparison table (42.24 'GFLOPs' = GMACs); AENet Tab. 7 lists 15.64",
     },
     notes=(
+        "Training protocol: fp32, no clipping, no augmentation, as the official code. On "
+        "CVACT its loss masks negatives closer than 25 m (UTM) to the anchor; the recipe does "
+        "the same there (loss_options.min_negative_distance_m=25). The released model was "
+        "picked from per-epoch test logs; here the best epoch by R@1 on a 5% validation split "
+        "is evaluated, never one chosen on test.",
         "Paper configuration = the official code (https://github.com/shiyujiao/"
         "cross_view_localization_SAFA, script/train_cvusa.py, script/spatial_net.py): 112x616 "
         "ground and polar aerial, channel pooling by mean. The paper text and VIGOR's "

@@ -45,11 +45,17 @@ CARD = ModelCard(
         "source": (
             "the paper prints no FLOPs; 32.3 M (SAIG-D + SMD; SAIG-S + SMD about 19.3 M) and "
             "2 x 6.62 GMAC (backbones only, attention matmuls included; SAIG-S 2 x 4.41) are "
-            "METHODS.md's own counts [computed]. The SMD heads add about 0.2 GMAC per branch: "
-            "the harness counts 13.68 GMAC for the pair"
+            "counted from the official architecture [computed]. The SMD heads add about 0.2 "
+            "GMAC per branch: the harness counts 13.68 GMAC for the pair"
         ),
     },
     notes=(
+        "Training protocol: the ASAM rows train in fp32 without clipping, as train_sam.py; the "
+        "non-ASAM rows (train.py) use fp16 with a GradScaler and clipping at 1.0: --set "
+        "sam_rho=null --set precision=fp16 --set grad_clip=1.0 on CUDA. The joint circular "
+        "shift of ground and polar aerial applies to polar inputs on CVUSA only (the CVACT "
+        "loader has aug=False). The code keeps the best epoch by R@1 on test; here the best "
+        "epoch on a 5% validation split is evaluated.",
         "Reported R@1 are the README's SAIG-D/SMD/ASAM rows. The README does not say polar "
         "or non-polar; they are taken as non-polar [inference] because the repo's test "
         "script evaluates the CVACT model with aerial 256x256 and polar off.",

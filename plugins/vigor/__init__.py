@@ -52,9 +52,12 @@ CARD = ModelCard(
         "gflops_reported": None,
         "gmacs_computed": 93.9,
         "input": "ground 320x640, aerial 320x320",
-        "source": "the paper prints no cost; 34.0 M and 62.6 + 31.3 GMAC are METHODS.md counts",
+        "source": "the paper prints no cost; 34.0 M and 62.6 + 31.3 GMAC are counted from the "
+        "official architecture [computed]",
     },
     notes=(
+        "Training protocol: fp32, no clipping or augmentation, the last epoch of the fixed "
+        "schedule evaluated, as the official code.",
         "Reported numbers are recalled from the VIGOR paper's table [memory], not "
         "re-verified; a PyTorch re-implementation report gives the same same-area and "
         "cross-area R@1/R@5 (41.07/65.81 and 11.02/23.56).",
