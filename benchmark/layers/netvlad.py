@@ -14,8 +14,9 @@ class NetVLAD(nn.Module):
 
     Steps (Arandjelovic et al., CVPR 2016; CVM-Net's ``loupe.py``): L2-normalise every
     local feature x_n over channels; soft-assign a_n = softmax_k(W^T x_n + b) (no
-    BatchNorm); aggregate residuals V[:, k] = sum_n a_nk x_n - (sum_n a_nk) C[:, k] with centroids C learnt separately from
-    W; intra-normalise each column V[:, k]; flatten feature-major (index d*K + k); L2-normalise.
+    BatchNorm); aggregate residuals V[:, k] = sum_n a_nk x_n - (sum_n a_nk) C[:, k] with
+    centroids C learnt separately from W; intra-normalise each column V[:, k]; flatten
+    feature-major (index d*K + k); L2-normalise.
     W, b and C are initialised from N(0, 1/sqrt(D)).
     """
 
