@@ -23,3 +23,6 @@ def test_rows_far_apart_are_distinguishable_and_overlapping_ones_are_not() -> No
     assert not distinguishable([50.0], [10.0, 11.0])  # one seed says nothing
     assert distinguishable([2.0, 2.0, 2.0], [3.0, 3.0, 3.0])
     assert not distinguishable([2.0, 2.0], [2.0, 2.0, 2.0])
+    # a deterministic baseline against a varying method: the one-sample t-test
+    assert distinguishable([2.8, 2.8 + 4e-16, 2.8], [40.0, 45.0, 42.0])
+    assert not distinguishable([2.8, 2.8, 2.8], [1.67, 1.0, 2.6])
