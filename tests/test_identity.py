@@ -161,13 +161,18 @@ def test_identity_does_not_depend_on_the_process() -> None:
     assert len(stems) == 1 and stems.pop().startswith("synthetic-test__safa-tiny-quick-seed0-")
 
 
-def test_committed_leaderboard_results_keep_their_names() -> None:
-    """Files written before run identities load, and their names are derived as before."""
-    paths = sorted((ROOT / "leaderboard/results").glob("*.json"))
-    assert paths
-    for path in paths:
-        result = RunResult.model_validate_json(path.read_text())
-        assert result.run_id == "" and result.filename() == path.name
+def test_results_written_before_run_identities_keep_their_names(tmp_path: Path) -> None:
+    """A result file from before run identities (schema 1, no run_id) loads, and its name is
+    derived as it was then, so older folders keep working."""
+    old = {
+        "plugin": "safa", "variant": "tiny", "regime": "quick", "dataset": "synthetic",
+        "split": "test", "seed": 0, "protocol": "fov=90", "options_tag": "-opts1a2b3c4d",
+        "status": "ok", "metrics": {"R@1": 40.0}, "config": {"epochs": 6},
+    }  # fmt: skip
+    path = tmp_path / "synthetic-test__safa-tiny-quick-seed0-opts1a2b3c4d-fov90.json"
+    path.write_text(json.dumps(old))
+    result = results.load(path)
+    assert result.run_id == "" and result.filename() == path.name
 
 
 def test_differences_name_each_setting() -> None:
