@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmark import distributed
+from benchmark.data.files import open_regular
 from benchmark.data.transforms import RESIZE, resize
 from benchmark.errors import BenchmarkError
 
@@ -51,7 +52,7 @@ class LoadOptions(BaseModel):
 def read_image(path: str | Path) -> np.ndarray:
     """Decode PATH with PIL into a uint8 HxWx3 RGB array; BenchmarkError names a bad file."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as fh, Image.open(fh) as im:
             im.load()
             if im.mode in WIDE_MODES:
                 raise BenchmarkError(
@@ -77,9 +78,9 @@ def read_image(path: str | Path) -> np.ndarray:
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """(height, width) from the file header without decoding, or None if unreadable."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as fh, Image.open(fh) as im:
             return im.size[1], im.size[0]
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, BenchmarkError):
         return None
 
 
