@@ -328,7 +328,7 @@ def record_import_failures(failures: dict[str, str], configs: list[RunConfig]) -
 
 def preflight(reg: Registry, configs: list[RunConfig]) -> None:
     """Check what every job needs before any work starts: names, split, the files of a real
-    dataset (a generated one is checked when a job builds it), the results folder."""
+    dataset or the options of a generated one, the results folder."""
     datasets: set[str] = set()
     for cfg in configs:
         reg.loss(cfg.loss)
@@ -340,6 +340,11 @@ def preflight(reg: Registry, configs: list[RunConfig]) -> None:
         if spec.needs_root and key not in datasets:  # the user's files: read their listing now
             datasets.add(key)
             load_dataset(reg, cfg)
+        elif spec.check is not None:  # a generated one: its options, and that they fit
+            try:
+                spec.check(dataset_split(spec, cfg), cfg.dataset_options)
+            except ValidationError as exc:
+                raise BenchmarkError(validation_message(exc, "dataset_options.")) from None
     for folder in {Path(cfg.results_dir) for cfg in configs}:
         check_writable(folder)
 

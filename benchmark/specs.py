@@ -101,6 +101,8 @@ class DatasetSpec:
     build: Callable[..., DatasetBundle]
     description: str = ""
     needs_root: bool = True
+    # check(split, options): validate a generated dataset's options before any work
+    check: Callable[[str, dict], None] | None = None
 
 
 @dataclass(frozen=True)
