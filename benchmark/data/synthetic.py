@@ -9,6 +9,7 @@ each map, train and test points come from disjoint strips separated by a full ti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,7 @@ def plan(opts: SyntheticOptions) -> Plan:
 
 
 def map_offset(plan: Plan, index: int) -> float:
-    """Metres east of map 0 at which map INDEX lies (maps one map-width apart)."""
+    """Metres east of map 0 at which map INDEX lies (a map-width of nothing between maps)."""
     return index * 2 * plan.map_metres
 
 
@@ -207,7 +208,7 @@ def load_world(opts: SyntheticOptions) -> tuple[dict[str, np.ndarray], Plan]:
     return data, layout
 
 
-def image_reader(images: np.ndarray):
+def image_reader(images: np.ndarray) -> Callable[[int], np.ndarray]:
     """A loader of image i of IMAGES (a writable copy: the cache is read-only)."""
     return lambda i: np.array(images[i])
 

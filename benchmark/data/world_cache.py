@@ -1,11 +1,11 @@
 """The on-disk cache of generated worlds: one folder of .npy files per set of options.
 
-A world is generated straight into memory-mapped files in a temporary folder, renamed
-into place once complete, so memory stays bounded by one chunk of images whatever the
-world's size, and a half-written world is never read. Images are read back
-memory-mapped, labels and positions into memory. The cache is optional: when its folder
-cannot be written or lacks the space (read-only, disk full), the world is generated in
-memory with a warning.
+A world is written row by row, as it is generated, into .npy files (space reserved
+first) in a temporary folder renamed into place once complete: the generating process
+holds one chunk of images at a time whatever the world's size, and a half-written world
+is never read. Images are read back memory-mapped, labels and positions into memory.
+The cache is optional: when its folder cannot be written or lacks the space (read-only,
+disk full), the world is generated in memory with a warning.
 """
 
 from __future__ import annotations
