@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmark.baselines import RAW_PIXELS
 from benchmark.data import cvact, cvusa, synthetic_vigor, vigor
-from benchmark.data.synthetic import build_synthetic
+from benchmark.data.synthetic import build_synthetic, check_synthetic
 from benchmark.hookspecs import hookimpl
 from benchmark.losses import LOSSES
 from benchmark.metrics import METRICS
@@ -28,6 +28,7 @@ def benchmark_datasets() -> list[DatasetSpec]:
             build=build_synthetic,
             description="generated cross-view world, CVUSA-like (ground at tile centre)",
             needs_root=False,
+            check=check_synthetic,
         ),
         cvusa.SPEC,
         cvact.SPEC,

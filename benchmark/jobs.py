@@ -261,6 +261,11 @@ def preflight(reg: Registry, jobs: Sequence[Job], resume: bool = False) -> list[
         if spec.needs_root and key not in datasets:  # the user's files: read their listing now
             datasets.add(key)
             load_dataset(reg, cfg)
+        elif spec.check is not None:  # a generated one: its options, and that they fit
+            try:
+                spec.check(job.split, cfg.dataset_options)
+            except ValidationError as exc:
+                raise BenchmarkError(validation_message(exc, "dataset_options.")) from None
         if job.descriptors is not None and not job.descriptors.is_file():
             raise BenchmarkError(f"Descriptor file {str(job.descriptors)!r} does not exist.")
         check_trackers(cfg.log)

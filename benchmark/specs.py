@@ -197,6 +197,8 @@ class DatasetSpec:
     build: DatasetBuilder
     description: str = ""
     needs_root: bool = True
+    # check(split, options): validate a generated dataset's options before any work
+    check: Callable[[str, dict], None] | None = None
 
     _name = field_validator("name")(check_name)
 

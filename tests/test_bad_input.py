@@ -288,7 +288,7 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
     (
         "dataset-option-out-of-range",
         lambda t: synthetic(t, "--set", "dataset_options.n_test=0"),
-        1,
+        2,
         ["dataset_options.n_test", "greater than or equal to 1"],
     ),
     (

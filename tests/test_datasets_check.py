@@ -26,7 +26,8 @@ def test_good_copies_pass_with_counts_against_the_official_ones(
     assert "ground: 6 present, 0 missing, 0 unreadable" in out
     assert "prepared polar maps vs on-the-fly transform on 4 tiles" in out and ": agree" in out
     assert out.rstrip().endswith(
-        "OK: every image named by the split files is present and readable."
+        "OK: every image named by the split files is present and readable by a run (all "
+        "checked by header and end marker, a sample of each side fully decoded)."
     )
 
     write_vigor(tmp_path / "VIGOR", per_city=2)
@@ -68,8 +69,8 @@ def test_missing_and_truncated_images_are_listed_with_examples(
     assert f"missing: {gone}" in out
     assert f"unreadable: {broken} (truncated JPEG (no end marker))" in out
     assert f"unreadable: {garbled} (does not decode" in out
-    assert "usable: 17 of 18 pairs" in out and "skip_bad_images=true" in out
-    assert "PARTIAL: 3 images missing or unreadable" in out
+    assert "usable: 17 of 18 pairs" in out and "--skip-bad-images" in out
+    assert "PARTIAL: 1 missing and 2 unreadable images (distinct files)" in out
 
 
 def test_corrupt_mat_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.io
 
 from benchmark.data.base import DatasetBundle, SourceGeometry
+from benchmark.data.files import inside, refuse_special
 from benchmark.data.images import LoadOptions
 from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error, with_polarmaps
 from benchmark.errors import BenchmarkError
@@ -156,10 +157,23 @@ def listing(data: ActData, struct: str, field: str, images: Path, side: str) -> 
     idx = data.indices(struct, field)
     ids = [data.pano_ids[i] for i in idx]
     xy = data.utm[idx]
+
+    def where(k: int) -> str:
+        return f"{data.path} (panoIds entry {idx[k] + 1}, in {struct}.{field})"
+
+    ground = [
+        inside(images / "streetview", f"{p}_grdView.jpg", where(k)) for k, p in enumerate(ids)
+    ]
+    aerial = [
+        inside(images / "satview_polish", f"{p}_satView_polish.jpg", where(k))
+        for k, p in enumerate(ids)
+    ]
+    for paths in (ground, aerial):
+        refuse_special(paths, where)
     return Listing(
         name=side,
-        ground=[f"{images}/streetview/{p}_grdView.jpg" for p in ids],
-        aerial=[f"{images}/satview_polish/{p}_satView_polish.jpg" for p in ids],
+        ground=ground,
+        aerial=aerial,
         positives=np.arange(len(ids)),
         ground_xy=xy,
         aerial_xy=xy.copy(),

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.base import DatasetBundle, SourceGeometry
+from benchmark.data.files import inside, refuse_special
 from benchmark.data.images import LoadOptions
 from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error, with_polarmaps
 from benchmark.errors import BenchmarkError
@@ -35,8 +36,8 @@ def locate(root: Path | None) -> Path:
     raise layout_error("cvusa", root, [rel for rel in REQUIRED if not (root / rel).exists()])
 
 
-def read_pairs(csv: Path) -> list[tuple[str, str]]:
-    """(aerial, panorama) relative paths of every line of a CVUSA split CSV."""
+def read_pairs(csv: Path) -> list[tuple[str, str, int]]:
+    """(aerial, panorama, line number) of every line of a CVUSA split CSV (paths relative)."""
     pairs = []
     for n, line in enumerate(csv.read_text().splitlines(), start=1):
         if not line.strip():
@@ -47,7 +48,7 @@ def read_pairs(csv: Path) -> list[tuple[str, str]]:
                 f"{csv} line {n} should be 'bingmap/19/ID.jpg,streetview/panos/ID.jpg,...', "
                 f"got {line!r}. Restore the file from the original download."
             )
-        pairs.append((cols[0], cols[1]))
+        pairs.append((cols[0], cols[1], n))
     if not pairs:
         raise BenchmarkError(
             f"{csv} lists no pairs (the split is empty). Restore it from the original download."
@@ -71,14 +72,18 @@ def polar_pairs(inv: Inventory, k: int) -> list[tuple[Path, Path]]:
 
 def listing(root: Path, side: str) -> Listing:
     """The pairs of one side ('train' or 'test') as the split file names them."""
-    pairs = read_pairs(root / SPLIT_FILES[side])
-    ids = [Path(a).stem for a, _ in pairs]
+    csv = root / SPLIT_FILES[side]
+    pairs = read_pairs(csv)
+    ground = [inside(root, g, f"{csv} line {n}") for _, g, n in pairs]
+    aerial = [inside(root, a, f"{csv} line {n}") for a, _, n in pairs]
+    for paths in (ground, aerial):
+        refuse_special(paths, lambda i: f"{csv} line {pairs[i][2]}")
     return Listing(
         name=side,
-        ground=[f"{root}/{g}" for _, g in pairs],
-        aerial=[f"{root}/{a}" for a, _ in pairs],
+        ground=ground,
+        aerial=aerial,
         positives=np.arange(len(pairs)),
-        meta={"ids": ids, "split_file": SPLIT_FILES[side]},
+        meta={"ids": [Path(a).stem for a, _, _ in pairs], "split_file": SPLIT_FILES[side]},
     )
 
 

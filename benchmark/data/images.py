@@ -21,6 +21,7 @@ from torch.utils.data import get_worker_info
 from tqdm import tqdm
 
 from benchmark import distributed
+from benchmark.data.files import open_regular
 from benchmark.data.transforms import RESIZE, resize
 from benchmark.errors import BenchmarkError
 from benchmark.io import cache_root
@@ -109,7 +110,7 @@ def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.n
     that still gives at least that size; other formats decode at full size.
     """
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as fh, Image.open(fh) as im:
             if least is not None:
                 im.draft(None, (least[1], least[0]))
             im.load()
@@ -143,11 +144,11 @@ def image_size(path: str | Path, least: tuple[int, int] | None = None) -> tuple[
     """(height, width) PATH decodes to (see read_image's LEAST), from its header; None if
     unreadable."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as fh, Image.open(fh) as im:
             if least is not None:
                 im.draft(None, (least[1], least[0]))
             return im.size[1], im.size[0]
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, BenchmarkError):
         return None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.data.base import CrossViewSplit, DatasetBundle, SourceGeometry
+from benchmark.data.files import Folder, scan
 from benchmark.data.images import LoadOptions, image_loader
 from benchmark.errors import BenchmarkError
 
@@ -65,15 +66,6 @@ def layout_error(dataset: str, root: Path, missing: list[str]) -> BenchmarkError
         f"{problem}\nPoint --data-root at the folder you received; it should look like:\n"
         f"{TREES[dataset]}"
     )
-
-
-def names_in(directory: Path) -> frozenset[str]:
-    """The file names in DIRECTORY (one directory read; empty if it does not exist)."""
-    try:
-        with os.scandir(directory) as entries:
-            return frozenset(e.name for e in entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return frozenset()
 
 
 @dataclass
@@ -161,14 +153,14 @@ class Inventory:
 
 
 def _absent(paths: list[str]) -> np.ndarray:
-    by_dir: dict[str, frozenset[str]] = {}
+    folders: dict[str, Folder] = {}
     out = np.zeros(len(paths), dtype=bool)
     for i, p in enumerate(paths):
         folder, name = os.path.split(p)
-        names = by_dir.get(folder)
-        if names is None:
-            names = by_dir[folder] = names_in(Path(folder))
-        out[i] = name not in names
+        entries = folders.get(folder)
+        if entries is None:
+            entries = folders[folder] = scan(folder)
+        out[i] = name not in entries.regular and name not in entries.other
     return out
 
 

@@ -1,23 +1,28 @@
 """The default dataset: a generated cross-view world (CVUSA-like, ground at tile centres).
 
-Generated deterministically from a seed in seconds and cached on disk; no download.
-Train and test points come from disjoint strips of the map, separated by a full tile.
+Generated deterministically from a seed, with no download, and cached on disk. The user
+asks for pairs, not pixels: one map of 1536 px (768 m) holds the default 2,000 training
+and 500 test pairs; a larger request is spread over as many maps of that size as it
+needs (map i > 0 is another place drawn from the same seed; see ``world.map_rng``). On
+each map, train and test points come from disjoint strips separated by a full tile.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from benchmark import distributed
 from benchmark.data.base import CrossViewSplit, DatasetBundle
-from benchmark.data.world import World, WorldParams, params_dict
-from benchmark.io import atomic_write, cache_root
+from benchmark.data.world import World, WorldParams, map_rng
+from benchmark.data.world_cache import Shapes, load_or_generate, world_progress
+from benchmark.data.world_plan import Plan, plan_maps, region_capacity
+from benchmark.errors import BenchmarkError
+
+PAIRS_STREAM = 1  # map_rng stream of point placement and appearance
+CHUNK = 256  # images rendered (and given their appearance) together
 
 
 class SyntheticOptions(BaseModel):
@@ -25,7 +30,7 @@ class SyntheticOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     n_train: int = Field(2000, ge=1)
     n_test: int = Field(500, ge=1)
     ground_px: tuple[int, int] = (64, 256)
@@ -33,12 +38,16 @@ class SyntheticOptions(BaseModel):
     tile_metres: float = Field(64.0, gt=0)
     min_spacing: float = Field(6.0, ge=0, description="minimum metres between two points")
     test_fraction: float = Field(0.3, gt=0, lt=1, description="share of the map used for test")
-    map_px: int = Field(1536, ge=256)
+    map_px: int | None = Field(
+        None,
+        ge=256,
+        description="side of one map in pixels (0.5 m each); unset: as many 1536-px maps "
+        "as the pairs need, set: exactly one map of this size",
+    )
 
-
-def cache_dir() -> Path:
-    """Where generated worlds are cached ($CVGL_BENCHMARK_CACHE or ~/.cache/cvgl-benchmark)."""
-    return cache_root() / "synthetic"
+    def world_params(self, plan: Plan, index: int = 0) -> WorldParams:
+        """The parameters of map INDEX of PLAN."""
+        return WorldParams(seed=self.seed, index=index, map_px=plan.map_px)
 
 
 def sample_points(
@@ -47,28 +56,52 @@ def sample_points(
     n: int,
     box: tuple[float, float, float, float],
     spacing: float,
+    taken: np.ndarray | None = None,
 ) -> np.ndarray:
-    """N open-ground points (metres, row/col) inside BOX, at least SPACING apart."""
+    """N open-ground points (metres, row/col) inside BOX, at least SPACING apart.
+
+    Candidates are drawn one at a time and kept when on open ground and SPACING from every
+    kept point (and from the points TAKEN earlier); a grid of SPACING-sized cells finds the
+    near ones, so the result is the same as comparing with all of them.
+    """
     y0, y1, x0, x1 = box
     mpp = world.params.metres_per_px
-    accepted: list[np.ndarray] = []
-    pts = np.empty((0, 2))
-    tries = 0
-    while len(accepted) < n:
+    cell = spacing * (1 + 1e-9) if spacing > 0 else 0.0  # near points lie in adjacent cells
+    grid: dict[tuple[int, int], list[tuple[float, float]]] = {}
+
+    def key(y: float, x: float) -> tuple[int, int]:
+        return int(y // cell), int(x // cell)
+
+    if cell:
+        for y, x in np.asarray(taken if taken is not None else [], dtype=float).reshape(-1, 2):
+            grid.setdefault(key(y, x), []).append((float(y), float(x)))
+    low, high = [y0, x0], [y1, x1]
+    out = np.empty((n, 2))
+    count = tries = 0
+    while count < n:
         tries += 1
         if tries > 200 * n:
-            raise ValueError(
-                f"could not place {n} points {spacing} m apart; lower n or min_spacing"
+            raise BenchmarkError(
+                f"Could not place {n} points {spacing} m apart on open ground of the "
+                "generated map; lower the number of pairs or dataset_options.min_spacing."
             )
-        p = rng.uniform([y0, x0], [y1, x1])
-        r, c = int(p[0] / mpp), int(p[1] / mpp)
-        if world.height[r, c] > 0:
+        p = rng.uniform(low, high)
+        y, x = float(p[0]), float(p[1])
+        if world.height[int(y / mpp), int(x / mpp)] > 0:
             continue
-        if len(pts) and np.min(np.sum((pts - p) ** 2, axis=1)) < spacing**2:
-            continue
-        accepted.append(p)
-        pts = np.asarray(accepted)
-    return pts
+        if cell:
+            gy, gx = key(y, x)
+            if any(
+                (qy - y) * (qy - y) + (qx - x) * (qx - x) < spacing * spacing
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+                for qy, qx in grid.get((gy + dy, gx + dx), ())
+            ):
+                continue
+            grid.setdefault((gy, gx), []).append((y, x))
+        out[count] = p
+        count += 1
+    return out
 
 
 def appearance(rng: np.random.Generator, images: np.ndarray, ground: bool) -> np.ndarray:
@@ -92,62 +125,92 @@ def appearance(rng: np.random.Generator, images: np.ndarray, ground: bool) -> np
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def generate(opts: SyntheticOptions) -> dict[str, np.ndarray]:
-    """Generate the world's train and test images and positions (deterministic in seed)."""
-    params = WorldParams(seed=opts.seed, map_px=opts.map_px)
-    rng = np.random.default_rng(opts.seed + 1)
-    world = World(params)
-    size = world.size_metres
+def strips(size: float, opts: SyntheticOptions) -> dict[str, tuple[float, float, float, float]]:
+    """The (y0, y1, x0, x1) boxes, in metres, of the test and train points of one map."""
     half = opts.tile_metres / 2
     split_x = size * opts.test_fraction
-    boxes = {
-        "test": (half, size - half, half, split_x),
+    return {
         "train": (half, size - half, split_x + opts.tile_metres, size - half),
+        "test": (half, size - half, half, split_x),
     }
-    data: dict[str, np.ndarray] = {}
-    for name, n in (("train", opts.n_train), ("test", opts.n_test)):
-        pts = sample_points(rng, world, n, boxes[name], opts.min_spacing)
-        ground, aerial = [], []
-        for start in distributed.progress(
-            range(0, n, 256), desc=f"synthetic {name}", leave=False, unit="chunk"
-        ):
-            chunk = pts[start : start + 256]
-            ground.append(appearance(rng, world.panoramas(chunk, *opts.ground_px), ground=True))
-            aerial.append(
-                appearance(rng, world.aerial(chunk, opts.tile_metres, opts.aerial_px), ground=False)
-            )
-        data[f"{name}_ground"] = np.concatenate(ground)
-        data[f"{name}_aerial"] = np.concatenate(aerial)
-        data[f"{name}_xy"] = pts.astype(np.float32)
-    return data
 
 
-def load_or_generate(
-    opts: SyntheticOptions,
-    make: Callable[[SyntheticOptions], dict[str, np.ndarray]] = generate,
-    kind: str = "world",
-) -> dict[str, np.ndarray]:
-    """MAKE(OPTS) from the on-disk cache (file name prefix KIND), made and cached if absent."""
-    key = json.dumps(
-        {
-            "opts": opts.model_dump(),
-            "world": params_dict(WorldParams(seed=opts.seed, map_px=opts.map_px)),
-            "v": 1,
-        },
-        sort_keys=True,
+def plan(opts: SyntheticOptions) -> Plan:
+    """How many maps of what size hold OPTS' pairs; a BenchmarkError if they cannot fit."""
+
+    def capacity(map_px: int) -> dict[tuple[str, ...], int]:
+        size = map_px * WorldParams.metres_per_px
+        return {
+            (side,): region_capacity((y1 - y0) * (x1 - x0), opts.min_spacing)
+            if y1 > y0 and x1 > x0
+            else 0
+            for side, (y0, y1, x0, x1) in strips(size, opts).items()
+        }
+
+    requests = {"train": opts.n_train, "test": opts.n_test}
+    return plan_maps(requests, capacity, opts.map_px, opts.min_spacing, "pairs")
+
+
+def map_offset(plan: Plan, index: int) -> float:
+    """Metres east of map 0 at which map INDEX lies (a map-width of nothing between maps)."""
+    return index * 2 * plan.map_metres
+
+
+def shapes(opts: SyntheticOptions) -> Shapes:
+    """Name -> (shape, dtype) of every array the world holds."""
+    out: Shapes = {}
+    for side, n in (("train", opts.n_train), ("test", opts.n_test)):
+        out[f"{side}_ground"] = ((n, *opts.ground_px, 3), np.uint8)
+        out[f"{side}_aerial"] = ((n, opts.aerial_px, opts.aerial_px, 3), np.uint8)
+        out[f"{side}_xy"] = ((n, 2), np.float32)
+    return out
+
+
+def generate(opts: SyntheticOptions, layout: Plan, arrays: dict[str, np.ndarray]) -> None:
+    """Fill ARRAYS with the world's train and test images and positions (from the seed).
+
+    Map by map: its train points, their images, then its test points and theirs, all from
+    the map's own generator, in chunks of 256; a one-map world is the one this project
+    has always generated.
+    """
+    done = {"train": 0, "test": 0}
+    with world_progress(opts.n_train + opts.n_test, "synthetic world") as bar:
+        for index in range(layout.maps):
+            world = World(opts.world_params(layout, index))
+            rng = map_rng(opts.seed, index, PAIRS_STREAM)
+            boxes = strips(world.size_metres, opts)
+            for side in ("train", "test"):
+                n = layout.counts[side][index]
+                pts = sample_points(rng, world, n, boxes[side], opts.min_spacing)
+                for start in range(0, n, CHUNK):
+                    chunk = pts[start : start + CHUNK]
+                    at = slice(done[side] + start, done[side] + start + len(chunk))
+                    arrays[f"{side}_ground"][at] = appearance(
+                        rng, world.panoramas(chunk, *opts.ground_px), ground=True
+                    )
+                    arrays[f"{side}_aerial"][at] = appearance(
+                        rng, world.aerial(chunk, opts.tile_metres, opts.aerial_px), ground=False
+                    )
+                    bar.update(len(chunk))
+                xy = pts + [0.0, map_offset(layout, index)]
+                arrays[f"{side}_xy"][done[side] : done[side] + n] = xy
+                done[side] += n
+
+
+def load_world(opts: SyntheticOptions) -> tuple[dict[str, np.ndarray], Plan]:
+    """The world of OPTS from the cache, or generated (and cached when possible)."""
+    layout = plan(opts)
+    key = {"opts": opts.model_dump(exclude={"map_px"}), "plan": layout.describe(), "v": 2}
+    what = f"synthetic world: {layout.describe()}, {opts.n_train:,} + {opts.n_test:,} pairs"
+    data = load_or_generate(
+        "world", key, shapes(opts), lambda arrays: generate(opts, layout, arrays), what
     )
-    path = cache_dir() / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):
-            pass  # a damaged cache file is regenerated
-    data = make(opts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
-        np.savez(fh, **data)
-    return data
+    return data, layout
+
+
+def image_reader(images: np.ndarray) -> Callable[[int], np.ndarray]:
+    """A loader of image i of IMAGES (a writable copy: the cache is read-only)."""
+    return lambda i: np.array(images[i])
 
 
 def _split(
@@ -155,8 +218,8 @@ def _split(
 ) -> CrossViewSplit:
     return CrossViewSplit(
         name=name,
-        load_ground=lambda i: ground[i],
-        load_aerial=lambda j: aerial[j],
+        load_ground=image_reader(ground),
+        load_aerial=image_reader(aerial),
         num_ground=len(ground),
         num_aerial=len(aerial),
         positives=np.arange(len(ground)),
@@ -166,21 +229,24 @@ def _split(
     )
 
 
+def check_synthetic(split: str, options: dict | None = None) -> None:
+    """Validate OPTIONS and that their pairs fit, before any generation."""
+    plan(SyntheticOptions(**(options or {})))
+
+
 def build_synthetic(root: Path | None, split: str, options: dict | None = None) -> DatasetBundle:
     """The synthetic CVUSA-like dataset (root is unused: it needs no download)."""
     opts = SyntheticOptions(**(options or {}))
-    data = load_or_generate(opts)
+    data, layout = load_world(opts)
+    tile = opts.tile_metres
     return DatasetBundle(
         name="synthetic",
         split=split,
-        train=_split(
-            "train", data["train_ground"], data["train_aerial"], data["train_xy"], opts.tile_metres
-        ),
-        test=_split(
-            "test", data["test_ground"], data["test_aerial"], data["test_xy"], opts.tile_metres
-        ),
+        train=_split("train", data["train_ground"], data["train_aerial"], data["train_xy"], tile),
+        test=_split("test", data["test_ground"], data["test_aerial"], data["test_xy"], tile),
         info={
             "options": opts.model_dump(),
-            "metres_per_aerial_px": opts.tile_metres / opts.aerial_px,
+            "world": layout.summary(),
+            "metres_per_aerial_px": tile / opts.aerial_px,
         },
     )

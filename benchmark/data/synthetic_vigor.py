@@ -8,26 +8,39 @@ points, never at tile centres. A few distractor tiles cover no panorama. Splits:
 ``cross-area`` (train and test in disjoint map regions, each with its own tiles).
 
 Positions are in a metric plane, (east, north) metres as in the real VIGOR loader;
-``offsets[i, k]`` = panorama minus centre of its k-th tile (positive first).
+``offsets[i, k]`` = panorama minus centre of its k-th tile (positive first). Like the
+synthetic world, a request larger than one 1536-px map holds is spread over several
+maps (each with its own tiles, regions and distractors), laid one map-width apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
+from tqdm import tqdm
 
-from benchmark import distributed
 from benchmark.data.base import CrossViewSplit, DatasetBundle
-from benchmark.data.synthetic import SyntheticOptions, appearance, load_or_generate, sample_points
-from benchmark.data.world import World, WorldParams
+from benchmark.data.synthetic import (
+    CHUNK,
+    SyntheticOptions,
+    appearance,
+    image_reader,
+    map_offset,
+    sample_points,
+)
+from benchmark.data.world import World, WorldParams, map_rng
+from benchmark.data.world_cache import Shapes, load_or_generate, world_progress
+from benchmark.data.world_plan import Plan, plan_maps, region_capacity
 from benchmark.errors import BenchmarkError
 from benchmark.metrics import VIGOR_TILE_METRES
 from benchmark.specs import DatasetSpec
 
 SPLITS = ("same-area", "cross-area")
+VIGOR_STREAM = 7  # map_rng stream of tiles, panorama points and appearance
 
 
 class SyntheticVigorOptions(SyntheticOptions):
@@ -74,6 +87,53 @@ def east_north(yx: np.ndarray) -> np.ndarray:
     return np.stack([yx[:, 1], -yx[:, 0]], axis=1).astype(np.float64)
 
 
+Grid = tuple[np.ndarray, np.ndarray, tuple[str, ...]]  # tile rows, tile columns, sides
+
+
+def regions(size: float, opts: SyntheticVigorOptions, split: str) -> dict[str, Grid]:
+    """The tile grids of one map of side SIZE metres: region -> (ys, xs, sides it holds)."""
+    split_x = size * opts.test_fraction
+    if split == "same-area":
+        spans = {"all": ((0.0, size), ("train", "test"))}
+    else:
+        spans = {"test": ((0.0, split_x), ("test",)), "train": ((split_x, size), ("train",))}
+    ys = tile_axis(0.0, size, opts.tile_metres)
+    return {
+        region: (ys, tile_axis(x0, x1, opts.tile_metres), sides)
+        for region, ((x0, x1), sides) in spans.items()
+    }
+
+
+def distractor_count(opts: SyntheticVigorOptions, tiles: int) -> int:
+    """How many of a region's TILES cover no panorama."""
+    return max(1, round(opts.distractor_fraction * tiles)) if opts.distractor_fraction else 0
+
+
+def plan(opts: SyntheticVigorOptions, split: str) -> Plan:
+    """How many maps of what size hold the panoramas; a BenchmarkError if they cannot fit.
+
+    A region's panoramas are drawn as 1.25 n + 8 candidates, of which those in no
+    distractor tile are kept (about (1 - distractor_fraction)^4 of them; planned at 80%
+    of that), topped up when short: both counts must fit the region.
+    """
+    groups = [("train", "test")] if split == "same-area" else [("test",), ("train",)]
+    free = 0.8 * (1 - opts.distractor_fraction) ** 4
+
+    def capacity(map_px: int) -> dict[tuple[str, ...], int]:
+        try:
+            grids = regions(map_px * WorldParams.metres_per_px, opts, split)
+        except BenchmarkError:  # a region narrower than two tiles holds nothing
+            return dict.fromkeys(groups, 0)
+        caps = {}
+        for ys, xs, sides in grids.values():
+            cap = region_capacity((ys[-1] - ys[0]) * (xs[-1] - xs[0]), opts.min_spacing)
+            caps[sides] = max(0, min(int((cap - 8) / 1.25), int(cap * free)))
+        return caps
+
+    requests = {"train": opts.n_train, "test": opts.n_test}
+    return plan_maps(requests, capacity, opts.map_px, opts.min_spacing, "panoramas")
+
+
 def place_panoramas(
     rng: np.random.Generator,
     world: World,
@@ -85,78 +145,131 @@ def place_panoramas(
 ) -> np.ndarray:
     """N open-ground (y, x) points inside the grid, none inside a distractor tile."""
     box = (float(ys[0]), float(ys[-1]), float(xs[0]), float(xs[-1]))
-    want = n
-    for _ in range(6):
-        pts = sample_points(rng, world, int(want * 1.25) + 8, box, spacing)
-        free = ~np.isin(four_tiles(pts, ys, xs), distractors).any(1)
-        if free.sum() >= n:
-            return pts[free][:n]
-        want *= 2
-    raise BenchmarkError(
-        f"Could not place {n} panoramas outside the distractor tiles; lower "
-        "dataset_options.distractor_fraction or the number of panoramas."
-    )
+
+    def outside(pts: np.ndarray) -> np.ndarray:
+        return pts[~np.isin(four_tiles(pts, ys, xs), distractors).any(1)]
+
+    pts = sample_points(rng, world, int(n * 1.25) + 8, box, spacing)
+    free = outside(pts)
+    while len(free) < n:  # top up, apart from every point drawn so far
+        more = sample_points(rng, world, int((n - len(free)) * 1.25) + 8, box, spacing, pts)
+        pts = np.concatenate([pts, more])
+        free = np.concatenate([free, outside(more)])
+    return free[:n]
 
 
 def render(
     rng: np.random.Generator,
-    images: int,
+    out: np.ndarray,
     draw: Callable[[int, int], np.ndarray],
-    label: str,
     ground: bool,
-) -> np.ndarray:
-    """Render IMAGES images with DRAW(start, stop) in chunks of 256 and apply appearance."""
-    out = []
-    for start in distributed.progress(range(0, images, 256), desc=label, leave=False, unit="chunk"):
-        out.append(appearance(rng, draw(start, min(images, start + 256)), ground=ground))
-    return np.concatenate(out)
+    bar: tqdm,
+) -> None:
+    """Fill OUT with DRAW(start, stop) in chunks of 256, each given its appearance."""
+    for start in range(0, len(out), CHUNK):
+        stop = min(len(out), start + CHUNK)
+        out[start:stop] = appearance(rng, draw(start, stop), ground=ground)
+        bar.update(stop - start)
 
 
-def generate_vigor(opts: SyntheticVigorOptions, split: str) -> dict[str, np.ndarray]:
-    """Tiles, panoramas and labels of SPLIT (deterministic in the seed)."""
-    world = World(WorldParams(seed=opts.seed, map_px=opts.map_px))
-    rng = np.random.default_rng(opts.seed + 7)
-    size, tile = world.size_metres, opts.tile_metres
-    split_x = size * opts.test_fraction
-    if split == "same-area":
-        regions = {"all": ((0.0, size), ("train", "test"))}
-    else:
-        regions = {"test": ((0.0, split_x), ("test",)), "train": ((split_x, size), ("train",))}
-    data: dict[str, np.ndarray] = {}
-    sides = {"train": opts.n_train, "test": opts.n_test}
-    for region, (span, users) in regions.items():
-        ys = tile_axis(0.0, size, tile)
-        xs = tile_axis(span[0], span[1], tile)
-        centres = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
-        k = len(centres)
-        n_d = max(1, round(opts.distractor_fraction * k)) if opts.distractor_fraction else 0
-        distractors = np.sort(rng.choice(k, size=n_d, replace=False))
-        pts = place_panoramas(
-            rng, world, sum(sides[s] for s in users), ys, xs, distractors, opts.min_spacing
+def shapes(opts: SyntheticVigorOptions, split: str, layout: Plan) -> Shapes:
+    """Name -> (shape, dtype) of every array of the world of SPLIT laid out as LAYOUT."""
+    out: Shapes = {}
+    for region, (ys, xs, sides) in regions(layout.map_metres, opts, split).items():
+        tiles = len(ys) * len(xs)
+        out[f"{region}_aerial"] = (
+            (layout.maps * tiles, opts.aerial_px, opts.aerial_px, 3),
+            np.uint8,
         )
-        data[f"{region}_aerial"] = render(
+        out[f"{region}_centres"] = ((layout.maps * tiles, 2), np.float64)
+        out[f"{region}_distractors"] = ((layout.maps * distractor_count(opts, tiles),), np.int64)
+        for side in sides:
+            n = sum(layout.counts[side])
+            out[f"{side}_yx"] = ((n, 2), np.float64)
+            out[f"{side}_tiles"] = ((n, 4), np.int64)
+            out[f"{side}_ground"] = ((n, *opts.ground_px, 3), np.uint8)
+    return out
+
+
+@dataclass
+class Filler:
+    """The arrays being filled, how far each group of rows is filled, and the progress bar."""
+
+    arrays: dict[str, np.ndarray]
+    bar: tqdm
+    done: dict[str, int] = field(default_factory=dict)
+
+    def rows(self, group: str, n: int) -> slice:
+        """The next N rows of the arrays of GROUP (named by one of its arrays)."""
+        start = self.done.get(group, 0)
+        self.done[group] = start + n
+        return slice(start, start + n)
+
+
+def fill_region(
+    rng: np.random.Generator,
+    world: World,
+    opts: SyntheticVigorOptions,
+    region: str,
+    grid: Grid,
+    counts: dict[str, int],
+    shift: np.ndarray,
+    out: Filler,
+) -> None:
+    """One region of one map: distractors, COUNTS panoramas per side, tiles, then panoramas.
+
+    Positions are shifted by SHIFT (the map's place); tile ids count all maps' tiles.
+    """
+    ys, xs, sides = grid
+    centres = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
+    k = len(centres)
+    distractors = np.sort(rng.choice(k, size=distractor_count(opts, k), replace=False))
+    pts = place_panoramas(rng, world, sum(counts.values()), ys, xs, distractors, opts.min_spacing)
+    tiles = out.rows(f"{region}_aerial", k)
+    render(
+        rng,
+        out.arrays[f"{region}_aerial"][tiles],
+        lambda a, b: world.aerial(centres[a:b], opts.tile_metres, opts.aerial_px),
+        False,
+        out.bar,
+    )
+    out.arrays[f"{region}_centres"][tiles] = centres + shift
+    at = out.rows(f"{region}_distractors", len(distractors))
+    out.arrays[f"{region}_distractors"][at] = distractors + tiles.start
+    start = 0
+    for side in sides:
+        p = pts[start : start + counts[side]]
+        start += counts[side]
+        at = out.rows(f"{side}_ground", len(p))
+        out.arrays[f"{side}_yx"][at] = p + shift
+        out.arrays[f"{side}_tiles"][at] = four_tiles(p, ys, xs) + tiles.start
+        render(
             rng,
-            k,
-            lambda a, b, c=centres: world.aerial(c[a:b], tile, opts.aerial_px),
-            f"vigor tiles {region}",
-            ground=False,
+            out.arrays[f"{side}_ground"][at],
+            lambda a, b, q=p: world.panoramas(q[a:b], *opts.ground_px),
+            True,
+            out.bar,
         )
-        data[f"{region}_centres"] = centres.astype(np.float64)
-        data[f"{region}_distractors"] = distractors
-        start = 0
-        for side in users:
-            p = pts[start : start + sides[side]]
-            start += sides[side]
-            data[f"{side}_yx"] = p
-            data[f"{side}_tiles"] = four_tiles(p, ys, xs)
-            data[f"{side}_ground"] = render(
-                rng,
-                len(p),
-                lambda a, b, q=p: world.panoramas(q[a:b], *opts.ground_px),
-                f"vigor panoramas {side}",
-                ground=True,
-            )
-    return data
+
+
+def generate_vigor(
+    opts: SyntheticVigorOptions, split: str, layout: Plan, arrays: dict[str, np.ndarray]
+) -> None:
+    """Fill ARRAYS with the tiles, panoramas and labels of SPLIT (from the seed).
+
+    Map by map, region by region, each map from its own generator; a one-map world is the
+    one this project has always generated.
+    """
+    total = sum(len(a) for name, a in arrays.items() if name.endswith(("_aerial", "_ground")))
+    with world_progress(total, f"synthetic-vigor {split}") as bar:
+        out = Filler(arrays, bar)
+        for index in range(layout.maps):
+            world = World(opts.world_params(layout, index))
+            rng = map_rng(opts.seed, index, VIGOR_STREAM)
+            shift = np.array([0.0, map_offset(layout, index)])
+            for region, grid in regions(world.size_metres, opts, split).items():
+                counts = {side: layout.counts[side][index] for side in grid[2]}
+                fill_region(rng, world, opts, region, grid, counts, shift, out)
 
 
 def vigor_split(data: dict[str, np.ndarray], side: str, region: str, tile: float) -> CrossViewSplit:
@@ -167,8 +280,8 @@ def vigor_split(data: dict[str, np.ndarray], side: str, region: str, tile: float
     aerial_xy = east_north(data[f"{region}_centres"])
     return CrossViewSplit(
         name=side,
-        load_ground=lambda i: ground[i],
-        load_aerial=lambda j: aerial[j],
+        load_ground=image_reader(ground),
+        load_aerial=image_reader(aerial),
         num_ground=len(ground),
         num_aerial=len(aerial),
         positives=tiles[:, 0],
@@ -184,16 +297,39 @@ def vigor_split(data: dict[str, np.ndarray], side: str, region: str, tile: float
     )
 
 
-def build_synthetic_vigor(
-    root: Path | None, split: str, options: dict | None = None
-) -> DatasetBundle:
-    """The synthetic VIGOR-style dataset (root is unused: it needs no download)."""
+def check_split(split: str) -> None:
+    """A BenchmarkError unless SPLIT is one of the world's splits."""
     if split not in SPLITS:
         raise BenchmarkError(
             f"synthetic-vigor has splits 'same-area' and 'cross-area', not {split!r}."
         )
+
+
+def check_synthetic_vigor(split: str, options: dict | None = None) -> None:
+    """Validate SPLIT, OPTIONS and that their panoramas fit, before any generation."""
+    check_split(split)
+    plan(SyntheticVigorOptions(**(options or {})), split)
+
+
+def build_synthetic_vigor(
+    root: Path | None, split: str, options: dict | None = None
+) -> DatasetBundle:
+    """The synthetic VIGOR-style dataset (root is unused: it needs no download)."""
+    check_split(split)
     opts = SyntheticVigorOptions(**(options or {}))
-    data = load_or_generate(opts, lambda o: generate_vigor(o, split), kind=f"vigor-{split}")
+    layout = plan(opts, split)
+    key = {"opts": opts.model_dump(exclude={"map_px"}), "plan": layout.describe(), "v": 2}
+    what = (
+        f"synthetic-vigor {split} world: {layout.describe()}, "
+        f"{opts.n_train:,} + {opts.n_test:,} panoramas"
+    )
+    data = load_or_generate(
+        f"vigor-{split}",
+        key,
+        shapes(opts, split, layout),
+        lambda arrays: generate_vigor(opts, split, layout, arrays),
+        what,
+    )
     same = split == "same-area"
     tile = opts.tile_metres
     return DatasetBundle(
@@ -203,7 +339,8 @@ def build_synthetic_vigor(
         test=vigor_split(data, "test", "all" if same else "test", tile),
         info={
             "options": opts.model_dump(),
-            "metres_per_px": WorldParams(seed=opts.seed, map_px=opts.map_px).metres_per_px,
+            "world": layout.summary(),
+            "metres_per_px": WorldParams.metres_per_px,
             "metres_per_aerial_px": tile / opts.aerial_px,
             "vigor_10m_equivalent": 10.0 * tile / VIGOR_TILE_METRES,
         },
@@ -215,6 +352,7 @@ SPEC = DatasetSpec(
     splits=SPLITS,
     default_split="same-area",
     build=build_synthetic_vigor,
+    check=check_synthetic_vigor,
     description="generated world in VIGOR mode: 50%-overlap tiles, panoramas anywhere, "
     "positive + 3 semi-positives with metric offsets",
     needs_root=False,

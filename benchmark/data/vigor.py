@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from benchmark.data.base import DatasetBundle, SourceGeometry
+from benchmark.data.files import inside, refuse_special
 from benchmark.data.images import LoadOptions
 from benchmark.data.layouts import Inventory, Listing, bundle_from, layout_error
 from benchmark.errors import BenchmarkError
@@ -164,9 +165,10 @@ def locate(root: Path | None, split: str, labels: str) -> Path:
     return root
 
 
-def read_lines(path: Path) -> list[str]:
-    """The non-empty lines of a text file."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of the non-empty lines of a text file."""
+    lines = enumerate(path.read_text().splitlines(), start=1)
+    return [(n, line.strip()) for n, line in lines if line.strip()]
 
 
 def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: str) -> Listing:
@@ -175,6 +177,7 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
     tile_xy: list[np.ndarray] = []
     index: dict[tuple[str, str], int] = {}
     ground: list[str] = []
+    origin: dict[str, list[str]] = {"ground": [], "aerial": []}  # file and line naming each
     ground_xy: list[np.ndarray] = []
     labelled: list[list[int]] = []
     deltas: list[list[list[float]]] = []
@@ -182,17 +185,19 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
     for city in cities:
         number = CITIES.index(city)
         pano_dir, sat_dir = city_dirs(root, city)
-        names = read_lines(root / "splits" / city / "satellite_list.txt")
-        latlon = np.array([tile_latlon(n) for n in names]).reshape(-1, 2)
+        listed = root / "splits" / city / "satellite_list.txt"
+        names = read_lines(listed)
+        latlon = np.array([tile_latlon(name) for _, name in names]).reshape(-1, 2)
         ref = (float(latlon[:, 0].mean()), float(latlon[:, 1].mean())) if len(names) else (0, 0)
         origins[number] = list(ref)
-        for name in names:
+        for n, name in names:
             index[(city, name)] = len(tiles)
-            tiles.append(f"{sat_dir}/{name}")
+            origin["aerial"].append(f"{listed} line {n}")
+            tiles.append(inside(sat_dir, name, origin["aerial"][-1]))
         tile_xy.append(to_plane(latlon, ref, number))
         path = label_file(root, city, stem, labels)
         pano_latlons = []
-        for n, line in enumerate(read_lines(path), start=1):
+        for n, line in read_lines(path):
             tok = line.split()
             if len(tok) != 13:
                 raise BenchmarkError(
@@ -209,9 +214,12 @@ def listing(root: Path, cities: tuple[str, ...], stem: str, labels: str, side: s
                 ) from None
             except ValueError:
                 raise BenchmarkError(f"{path} line {n}: offsets must be numbers.") from None
-            ground.append(f"{pano_dir}/{tok[0]}")
+            origin["ground"].append(f"{path} line {n}")
+            ground.append(inside(pano_dir, tok[0], origin["ground"][-1]))
             pano_latlons.append(pano_latlon(tok[0]))
         ground_xy.append(to_plane(np.array(pano_latlons).reshape(-1, 2), ref, number))
+    refuse_special(ground, origin["ground"].__getitem__)
+    refuse_special(tiles, origin["aerial"].__getitem__)
     idx = np.array(labelled, dtype=np.int64).reshape(-1, 4)
     px = np.array(deltas, dtype=np.float64).reshape(-1, 4, 2)
     offsets = np.stack([-px[..., 1], -px[..., 0]], axis=-1) * METRES_PER_PX

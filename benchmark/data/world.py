@@ -24,6 +24,19 @@ WALL_COLOURS = np.array(
     np.float32,
 )
 TREE_COLOUR = np.array([44, 88, 40], np.float32)
+WORLD_STREAM = 0  # the map's own random stream (see map_rng)
+
+
+def map_rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    """The random generator of STREAM (a small offset naming its use) on map INDEX of SEED.
+
+    Map 0 draws from ``seed + stream``, as a one-map world always has, so its data never
+    change; map i > 0 draws from the entropy ``[seed, i, stream + 1]``, which no one-map
+    stream shares (numpy pads a shorter entropy with zeros, and i > 0).
+    """
+    if index == 0:
+        return np.random.default_rng(seed + stream)
+    return np.random.default_rng([seed, index, stream + 1])
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,7 @@ class WorldParams:
     """Everything that determines a world; equal params give an identical world."""
 
     seed: int = 0
+    index: int = 0  # which map of a multi-map world; map 0 is drawn from the seed alone
     map_px: int = 1536
     metres_per_px: float = 0.5
     buildings_per_km2: float = 1900.0
@@ -48,12 +62,13 @@ class World:
 
     def __init__(self, params: WorldParams) -> None:
         self.params = params
-        rng = np.random.default_rng(params.seed)
+        rng = map_rng(params.seed, params.index, WORLD_STREAM)
         n = params.map_px
         mpp = params.metres_per_px
         area_km2 = (n * mpp / 1000.0) ** 2
         # land cover: three classes from smooth noise, plus fine texture
-        coarse = ndimage.zoom(rng.normal(size=(n // 64, n // 64)), 64, order=3)[:n, :n]
+        cells = -(-n // 64)  # enough 64-px cells to cover the map
+        coarse = ndimage.zoom(rng.normal(size=(cells, cells)), 64, order=3)[:n, :n]
         land = np.digitize(coarse, np.quantile(coarse, [0.45, 0.8]))
         texture = ndimage.gaussian_filter(rng.normal(size=(n, n)), 1.5)[..., None] * 40
         top = LAND_COLOURS[land] + texture
@@ -121,54 +136,59 @@ class World:
                 )
         return out
 
-    def panoramas(self, points: np.ndarray, height: int, width: int) -> np.ndarray:
-        """Clean ray-cast panoramas (N, height, width, 3) float32, north at the centre column."""
+    def panoramas(self, points: np.ndarray, height: int, width: int, batch: int = 16) -> np.ndarray:
+        """Clean ray-cast panoramas (N, height, width, 3) float32, north at the centre column.
+
+        BATCH points are cast together; each pixel's arithmetic is the same for any BATCH.
+        """
         p = self.params
         n = p.map_px
         mpp = p.metres_per_px
-        dist = torch.from_numpy(np.geomspace(0.6, p.max_range, p.ray_steps).astype(np.float32))
+        steps = p.ray_steps
+        dist = torch.from_numpy(np.geomspace(0.6, p.max_range, steps).astype(np.float32))
         az = torch.pi + 2 * torch.pi * torch.arange(width, dtype=torch.float32) / width
         d_row, d_col = -torch.cos(az), torch.sin(az)  # clockwise from north; north = -row
+        ray_row, ray_col = dist[None] * d_row[:, None], dist[None] * d_col[:, None]  # (W, K)
         elev = torch.deg2rad(
             torch.linspace(p.elevation_top, p.elevation_bottom, height + 1)[:-1]
             + (p.elevation_bottom - p.elevation_top) / height / 2
         )
         slope_rows = torch.tan(elev)  # (H,)
-        hmap = torch.from_numpy(self.height)
-        top = torch.from_numpy(self.top).reshape(-1, 3)
-        side = torch.from_numpy(self.side).reshape(-1, 3)
+        hmap = torch.from_numpy(self.height).reshape(-1)
+        # top colours then side colours: cell c + n * n is the side of cell c
+        colours = torch.from_numpy(np.concatenate([self.top, self.side]).reshape(-1, 3))
         far = torch.from_numpy(LAND_COLOURS.mean(0) * 0.9 + 20)
-        out = np.empty((len(points), height, width, 3), np.float32)
-        for b, (y, x) in enumerate(points):
-            rows = (y + dist[None] * d_row[:, None]) / mpp  # (W, K)
-            cols = (x + dist[None] * d_col[:, None]) / mpp
-            ri = rows.round().long().clamp(0, n - 1)
-            ci = cols.round().long().clamp(0, n - 1)
+        sky_t = (elev.clamp(min=0) / np.deg2rad(p.elevation_top))[None, :, None]
+        sky = torch.tensor([200.0, 215, 235]) * (1 - sky_t) + torch.tensor([90.0, 140, 215]) * sky_t
+        below = (elev < 0)[None, :, None]
+        miss = torch.where(below, far.expand(width, height, 3), sky.expand(width, height, 3))
+        yx = torch.from_numpy(np.asarray(points, dtype=np.float32).reshape(-1, 2))
+        out = np.empty((len(yx), height, width, 3), np.float32)
+        for start in range(0, len(yx), batch):
+            y, x = yx[start : start + batch, :, None, None].unbind(1)  # (B, 1, 1) each
+            b = len(y)
+            ri = ((y + ray_row) / mpp).round().long().clamp(0, n - 1)  # (B, W, K)
+            ci = ((x + ray_col) / mpp).round().long().clamp(0, n - 1)
             flat = ri * n + ci
-            h = hmap.reshape(-1)[flat]  # (W, K)
-            slope = (h - p.camera_height) / dist[None]
-            reach = torch.cummax(slope, dim=1).values  # first k with slope_k >= tan(e)
-            targets = slope_rows[None, :].expand(width, -1).contiguous()  # (W, H)
-            k = torch.searchsorted(reach.contiguous(), targets)  # (W, H)
-            hit = k < p.ray_steps
-            kc = k.clamp(max=p.ray_steps - 1)
-            cell = torch.gather(flat, 1, kc)
-            hk = torch.gather(h, 1, kc)
-            prev = torch.gather(dist[None].expand(width, -1), 1, (kc - 1).clamp(min=0))
+            h = hmap.take(flat)
+            slope = (h - p.camera_height) / dist
+            reach = torch.cummax(slope, dim=2).values  # first k with slope_k >= tan(e)
+            targets = slope_rows.expand(b, width, -1).contiguous()  # (B, W, H)
+            k = torch.searchsorted(reach, targets)
+            hit = k < steps
+            kc = k.clamp(max=steps - 1)
+            cell = torch.gather(flat, 2, kc)
+            hk = torch.gather(h, 2, kc)
+            dists = dist.expand(b, width, -1)
+            prev = torch.gather(dists, 2, (kc - 1).clamp(min=0))
             ray_prev = p.camera_height + prev * targets
             on_side = (hk > 0) & (ray_prev < hk)
-            colour = torch.where(on_side[..., None], side[cell], top[cell])
-            fog = (torch.gather(dist[None].expand(width, -1), 1, kc) / p.max_range)[..., None]
+            colour = colours.index_select(0, (cell + on_side * (n * n)).reshape(-1))
+            colour = colour.reshape(b, width, height, 3)
+            fog = (torch.gather(dists, 2, kc) / p.max_range)[..., None]
             colour = colour * (1 - 0.5 * fog) + far * 0.5 * fog
-            sky_t = (elev.clamp(min=0) / np.deg2rad(p.elevation_top))[None, :, None]
-            sky = (
-                torch.tensor([200.0, 215, 235]) * (1 - sky_t)
-                + torch.tensor([90.0, 140, 215]) * sky_t
-            )
-            below = (elev < 0)[None, :, None]
-            miss = torch.where(below, far.expand(width, height, 3), sky.expand(width, height, 3))
             img = torch.where(hit[..., None], colour, miss)
-            out[b] = img.permute(1, 0, 2).numpy()
+            out[start : start + b] = img.permute(0, 2, 1, 3).numpy()
         return out
 
 
