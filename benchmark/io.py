@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +94,14 @@ class RunLock:
 def cache_root() -> Path:
     """The user cache folder: $CVGL_BENCHMARK_CACHE, else ~/.cache/cvgl-benchmark."""
     return Path(os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the operating system reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

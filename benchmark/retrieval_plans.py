@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark.io import atomic_write, cache_root
+from benchmark.io import atomic_write, cache_root, cpu_model
 
 STRATEGIES = ("workers", "shared")
 CHUNK_ROWS = 1024  # queries per single-threaded product at most (512 cost 6% more at 4,096-d)
@@ -87,17 +86,6 @@ def candidate_plans(n: int, width: int, memory_bytes: int, threads: int) -> dict
         "workers": CpuPlan("workers", rows, min(workers, -(-n // rows))),
         "shared": CpuPlan("shared", shared, threads),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name as the operating system reports it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_key(threads: int) -> str:

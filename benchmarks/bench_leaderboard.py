@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from benchmark.io import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ["-m", "benchmark", "leaderboard", "--check"]
@@ -54,14 +55,6 @@ def imports_torch(tree: Path) -> bool:
     return any(line.split("|")[-1].strip() == "torch" for line in done.stderr.splitlines())
 
 
-def cpu() -> str:
-    """The CPU model name, as lscpu would print it."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print the medians and the ratio baseline / this checkout."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             times["this"].append(wall(ROOT))
         after = os.getloadavg()
         torch_in = {"baseline": imports_torch(base), "this": imports_torch(ROOT)}
-    print(f"CPU {cpu()} x{os.cpu_count()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    print(f"CPU {cpu_model()} x{os.cpu_count()}; OPENBLAS_CORETYPE={coretype}")
     print(f"load average before {load[0]:.2f} {load[1]:.2f}, after {after[0]:.2f} {after[1]:.2f}")
     for name, label in (("baseline", args.baseline), ("this", "this checkout")):
         runs = " ".join(f"{t:.2f}" for t in times[name])

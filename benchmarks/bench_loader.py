@@ -33,7 +33,6 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from benchmark.data.images import ImageReader, LoadOptions, read_image  # noqa: 
 from benchmark.data.loader import PairDataset  # noqa: E402
 from benchmark.data.sources import view_source  # noqa: E402
 from benchmark.data.transforms import InputPipeline  # noqa: E402
+from benchmark.io import cpu_model  # noqa: E402
 from benchmark.registry import registry  # noqa: E402
 from benchmark.specs import Preprocess  # noqa: E402
 
@@ -93,17 +93,6 @@ def write_files(folder: Path, name: str, n: int, rng: np.random.Generator) -> Fi
             Image.fromarray(texture(h, w, rng)).save(path, **kwargs)
             paths[view].append(path)
     return tuple((view, tuple(files)) for view, files in paths.items())
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def paper_preprocess(method: str) -> Preprocess:

@@ -54,6 +54,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.io import cpu_model  # noqa: E402
 from benchmark.metrics import one_percent_k  # noqa: E402
 from benchmark.retrieval import (  # noqa: E402
     _block_shape,
@@ -61,7 +62,7 @@ from benchmark.retrieval import (  # noqa: E402
     faiss_available,
     search,
 )
-from benchmark.retrieval_plans import STRATEGIES, cpu_model, plan_cache_path  # noqa: E402
+from benchmark.retrieval_plans import STRATEGIES, plan_cache_path  # noqa: E402
 
 STATUS = Path("/proc/self/status")
 QUICK_S = 1.0  # steps shorter than this are timed as the fastest of 5 runs

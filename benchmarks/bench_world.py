@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmark.io import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,13 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, help="keep the worlds in this (new) folder")
     ap.add_argument("--json", type=Path, help="append each size's figures to this file")
     args = ap.parse_args(argv)
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
     print(
-        f"CPU {cpu}, {os.cpu_count()} logical; one torch thread per world; "
+        f"CPU {cpu_model()}, {os.cpu_count()} logical; one torch thread per world; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')!r}",
         flush=True,
     )
