@@ -11,7 +11,14 @@ complete package.
 
 from __future__ import annotations
 
-from benchmark.backbones import VGG16_CFG, VGG16_WEIGHTS, vgg16_weights, vgg_preprocess, vgg_trunk
+from benchmark.backbones import (
+    VGG16_CFG,
+    VGG16_WEIGHTS,
+    VGGOptions,
+    vgg16_weights,
+    vgg_preprocess,
+    vgg_trunk,
+)
 from benchmark.conformance import ConformanceError, check_method
 from benchmark.data.base import CrossViewSplit, DatasetBundle, SourceGeometry
 from benchmark.errors import BenchmarkError
@@ -82,6 +89,7 @@ __all__ = [
     "vgg_trunk",
     "VGG16_CFG",
     "VGG16_WEIGHTS",
+    "VGGOptions",
     "vgg16_weights",
     "vgg_preprocess",
     "NetVLAD",

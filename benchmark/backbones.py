@@ -5,12 +5,14 @@ TF1 codes."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal, Self
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from benchmark.errors import BenchmarkError
-from benchmark.specs import Preprocess, Size
+from benchmark.specs import ModelOptions, Preprocess, Size
 from benchmark.weights import (
     PretrainedWeights,
     flat_state_dict,
@@ -52,6 +54,25 @@ VGG16_WEIGHTS = PretrainedWeights(
         "initialisation linked from https://github.com/Jeff-Zilence/VIGOR"
     ),
 )
+
+
+class VGGOptions(ModelOptions):
+    """Options of a method on a VGG16 trunk: ImageNet weights on the full trunk, a tiny
+    trunk (for CPU runs) always from scratch."""
+
+    backbone: Literal["vgg16", "tiny"] = Field("vgg16", description="tiny = narrow VGG+BN")
+
+    @model_validator(mode="after")
+    def _tiny_from_scratch(self) -> Self:
+        if self.backbone == "tiny" and self.pretrained:
+            raise ValueError(
+                "the tiny backbone has no pretrained weights; set model.pretrained=false"
+            )
+        return self
+
+    def pretrained_weights(self) -> PretrainedWeights | None:
+        """ImageNet VGG16 for the vgg16 backbone."""
+        return VGG16_WEIGHTS if self.backbone == "vgg16" else None
 
 
 def conv_names(cfg: Sequence[int | str]) -> list[str]:

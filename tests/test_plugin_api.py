@@ -487,3 +487,9 @@ def test_the_builtins_declare_exactly_what_their_hooks_return(site: Path) -> Non
     assert {p.info.name: p.state for p in reg.plugins} == dict.fromkeys(
         PROJECT_PLUGINS.split(","), "loaded"
     )
+
+
+def test_every_public_name_is_documented() -> None:
+    """docs/PLUGINS.md's table names everything benchmark.api exports."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "PLUGINS.md").read_text()
+    assert [name for name in api.__all__ if f"`{name}`" not in text] == []

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Self
+from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from benchmark.api import (
     FROM_SCRATCH,
     VGG16_CFG,
-    VGG16_WEIGHTS,
     CrossViewModel,
-    ModelOptions,
     NetVLAD,
-    PretrainedWeights,
     Size,
+    VGGOptions,
     l2n,
     vgg16_weights,
     vgg_preprocess,
@@ -28,7 +26,7 @@ from benchmark.api import (
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, "M", 128, 128)
 
 
-class CVMNetOptions(ModelOptions):
+class CVMNetOptions(VGGOptions):
     """CVM-Net options; defaults are CVM-Net-I as the official code runs it (224x1232 ground,
     512x512 aerial, ImageNet VGG16 with conv1-3 frozen)."""
 
@@ -46,18 +44,6 @@ class CVMNetOptions(ModelOptions):
     frozen_stages: int = Field(
         3, ge=0, le=5, description="VGG stages frozen on pretrained weights (paper: conv1-3)"
     )
-
-    @model_validator(mode="after")
-    def _tiny_from_scratch(self) -> Self:
-        if self.backbone == "tiny" and self.pretrained:
-            raise ValueError(
-                "the tiny backbone has no pretrained weights; set model.pretrained=false"
-            )
-        return self
-
-    def pretrained_weights(self) -> PretrainedWeights | None:
-        """ImageNet VGG16 for the vgg16 backbone."""
-        return VGG16_WEIGHTS if self.backbone == "vgg16" else None
 
 
 def _trunk(

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Self
+from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from benchmark.api import (
     FROM_SCRATCH,
     VGG16_CFG,
-    VGG16_WEIGHTS,
-    ModelOptions,
-    PretrainedWeights,
     Size,
     TwoBranchModel,
+    VGGOptions,
     vgg16_weights,
     vgg_preprocess,
     vgg_trunk,
@@ -25,7 +23,7 @@ from benchmark.api import (
 TINY_CFG: tuple[int | str, ...] = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 
 
-class SAFAOptions(ModelOptions):
+class SAFAOptions(VGGOptions):
     """SAFA options; defaults are the official code's configuration (112x616, mean pooling,
     ImageNet VGG16)."""
 
@@ -40,18 +38,6 @@ class SAFAOptions(ModelOptions):
         "mean", description="mean is the official SAFA code; max the paper text and VIGOR"
     )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _tiny_from_scratch(self) -> Self:
-        if self.backbone == "tiny" and self.pretrained:
-            raise ValueError(
-                "the tiny backbone has no pretrained weights; set model.pretrained=false"
-            )
-        return self
-
-    def pretrained_weights(self) -> PretrainedWeights | None:
-        """ImageNet VGG16 for the vgg16 backbone."""
-        return VGG16_WEIGHTS if self.backbone == "vgg16" else None
 
 
 def pooled_hw(size: tuple[int, int], cfg: tuple[int | str, ...]) -> tuple[int, int]:
