@@ -181,15 +181,6 @@ def is_caffe_npy(option: bool | str) -> bool:
     return isinstance(option, str) and Path(option).suffix == ".npy"
 
 
-def pretrained_identity(option: bool | str) -> bool | str:
-    """What a run's name depends on: from scratch, Caffe ``.npy`` weights (other input
-    normalisation) or ImageNet weights from the hub or a file in the model's own layout. The
-    exact file is recorded in the result (name and checksum), not in its name."""
-    if not option:
-        return False
-    return "caffe-npy" if is_caffe_npy(option) else True
-
-
 def timm_pretrained(name: str, **kwargs: object) -> nn.Module:
     """Create timm model NAME with ImageNet weights, failing fast and clearly when offline."""
     import timm

@@ -8,7 +8,7 @@ polar transform of the aerial approximately inverts it, as on real data.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -190,8 +190,3 @@ class World:
             img = torch.where(hit[..., None], colour, miss)
             out[start : start + b] = img.permute(0, 2, 1, 3).numpy()
         return out
-
-
-def params_dict(params: WorldParams) -> dict[str, float]:
-    """WorldParams as a plain dict (for cache keys and result files)."""
-    return asdict(params)
