@@ -10,7 +10,7 @@ points, never at tile centres. A few distractor tiles cover no panorama. Splits:
 Positions are in a metric plane, (east, north) metres as in the real VIGOR loader;
 ``offsets[i, k]`` = panorama minus centre of its k-th tile (positive first). Like the
 synthetic world, a request larger than one 1536-px map holds is spread over several
-maps (each with its own tiles, regions and distractors), laid one map-width apart.
+maps (each with its own tiles, regions and distractors), a map-width apart.
 """
 
 from __future__ import annotations
