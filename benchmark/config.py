@@ -140,6 +140,8 @@ class RunConfig(Recipe):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        if self.warmup_steps and self.warmup_epochs:
+            raise ValueError("give the warm-up once: warmup_steps or warmup_epochs, not both")
         if self.selection == "best" and not self.val_fraction:
             raise ValueError(
                 "selection=best picks the epoch on a validation split: give val_fraction > 0 "

@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from benchmark import checkpoint, distributed, weights
 from benchmark.config import Resolved, RunConfig, model_options, validation_message
-from benchmark.data.base import DatasetBundle
+from benchmark.data.base import VALIDATION, DatasetBundle, carve_validation
 from benchmark.errors import BenchmarkError
 from benchmark.identity import RunIdentity, differences, file_digest, run_identity
 from benchmark.identity import training_identity as training_of
@@ -86,13 +86,29 @@ def resolve_device(name: str) -> torch.device:
 
 
 def dataset_split(spec: DatasetSpec, cfg: RunConfig) -> str:
-    """The configured split of SPEC (its default when none is given), checked to exist."""
+    """The configured split of SPEC (its default when none is given), checked to exist;
+    VALIDATION (the split carved from training) where the run trains with one."""
     split = cfg.split or spec.default_split
+    if split == VALIDATION:
+        if not (cfg.epochs > 0 and cfg.val_fraction):
+            raise BenchmarkError(
+                f"split={VALIDATION} evaluates on the validation split carved from the "
+                "training pairs, so it needs a run that trains with one: epochs > 0 and "
+                "val_fraction > 0 (--set val_fraction=0.05)."
+            )
+        return split
     if split not in spec.splits:
         raise BenchmarkError(
-            f"Dataset {cfg.dataset!r} has no split {split!r}. Its splits: {', '.join(spec.splits)}."
+            f"Dataset {cfg.dataset!r} has no split {split!r}. Its splits: "
+            f"{', '.join(spec.splits)} (or {VALIDATION}, carved from training)."
         )
     return split
+
+
+def built_split(spec: DatasetSpec, split: str) -> str:
+    """The split of SPEC to build for SPLIT: its default one under VALIDATION (whose test
+    split is then replaced by the validation split and never evaluated)."""
+    return spec.default_split if split == VALIDATION else split
 
 
 def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
@@ -105,12 +121,15 @@ def load_dataset(reg: Registry, cfg: RunConfig) -> DatasetBundle:
             f"(see `python -m benchmark datasets check --dataset {cfg.dataset} --data-root PATH`)."
         )
     try:
-        bundle = spec.build(cfg.data_root, split, cfg.dataset_options)
+        bundle = spec.build(cfg.data_root, built_split(spec, split), cfg.dataset_options)
     except ValidationError as exc:
         raise BenchmarkError(validation_message(exc, "dataset_options.")) from None
     if cfg.limit is not None:
         bundle.train = bundle.train.subset(cfg.limit)
         bundle.test = bundle.test.subset(cfg.limit)
+    if split == VALIDATION:  # the very split training carves (same fraction and seed)
+        bundle.test = carve_validation(bundle.train, cfg.val_fraction, cfg.val_seed)[1]
+        bundle.split = VALIDATION
     if bundle.train.num_ground < 2 and cfg.epochs > 0:
         raise BenchmarkError(f"The training split of {cfg.dataset!r} has fewer than 2 pairs.")
     if bundle.test.num_ground == 0:
@@ -263,7 +282,7 @@ def preflight(reg: Registry, jobs: Sequence[Job], resume: bool = False) -> list[
             load_dataset(reg, cfg)
         elif spec.check is not None:  # a generated one: its options, and that they fit
             try:
-                spec.check(job.split, cfg.dataset_options)
+                spec.check(built_split(spec, job.split), cfg.dataset_options)
             except ValidationError as exc:
                 raise BenchmarkError(validation_message(exc, "dataset_options.")) from None
         if job.descriptors is not None and not job.descriptors.is_file():

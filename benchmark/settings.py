@@ -72,7 +72,14 @@ class Recipe(BaseModel):
     )
     epochs: int = setting("recipe", 100, ge=0, le=100_000)
     schedule: Literal["constant", "cosine", "exponential"] = setting("recipe", "constant")
-    warmup_steps: int = setting("recipe", 0, ge=0)
+    warmup_steps: int = setting("recipe", 0, ge=0, description="linear warm-up, in steps")
+    warmup_epochs: float = setting(
+        "recipe",
+        0.0,
+        ge=0,
+        le=100_000,
+        description="linear warm-up, in epochs (rounded to whole steps); not with warmup_steps",
+    )
     grad_clip: float | None = setting("recipe", None, gt=0)
     loss: str = setting("recipe", "soft-margin-triplet")
     loss_options: dict[str, Any] = setting("recipe", default_factory=dict)

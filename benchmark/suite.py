@@ -1,6 +1,11 @@
 """Experiment suites as data: methods x seeds x overrides, each run then evaluated under the
 robustness protocols; ``python -m benchmark suite FILE`` runs one and renders its page.
 
+A suite may tune: every method gets the same search (each point of a grid trained with one
+seed and scored on the validation split carved from training, ``split=validation``; the
+test split is not evaluated), and the best point by validation R@1 (then R@5, R@10; the
+earlier grid point on a full tie) is that method's setting in every run of the suite.
+
 A run whose result exists with status ok is skipped and an interrupted one resumes, so a
 stopped suite continues where it stopped. A protocol evaluation scores the final checkpoint
 of its run (found from that run's result; the evaluation records it as its ``parent``); a
@@ -10,6 +15,7 @@ Protocol evaluations are never profiled: the protocol does not change the model'
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from benchmark import results
 from benchmark.config import RunConfig, load_config_file, merge, parse_sets, resolve
 from benchmark.config import validation_message as invalid
+from benchmark.data.base import VALIDATION
 from benchmark.errors import BenchmarkError
 
 if TYPE_CHECKING:
@@ -38,6 +45,22 @@ class Group(BaseModel):
     overrides: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
     seeds: list[int] | None = Field(None, description="instead of the suite's seeds")
     protocols: list[str] | None = Field(None, description="instead of the suite's protocols")
+    tune: bool = Field(True, description="search the suite's tuning grid for these methods")
+
+
+class Tuning(BaseModel):
+    """The search every tuned method gets: each point of GRID (settings x values) trained
+    with SEED and scored on the validation split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0)
+    grid: dict[str, list[Any]] = Field(min_length=1)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values, in the order the file lists them."""
+        values = itertools.product(*self.grid.values())
+        return [dict(zip(self.grid, point, strict=True)) for point in values]
 
 
 class Suite(BaseModel):
@@ -56,6 +79,7 @@ class Suite(BaseModel):
     seed_settings: dict[int, dict[str, Any]] = Field(
         default_factory=dict, description="for the runs of one seed, over the others"
     )
+    tuning: Tuning | None = Field(None, description="the same search for every method")
     groups: list[Group] = Field(min_length=1)
 
 
@@ -78,8 +102,41 @@ def load_suite(path: Path) -> Suite:
         raise BenchmarkError(f"Suite file {str(path)!r}: " + invalid(exc)) from None
 
 
-def plan(suite: Suite, sets: dict[str, Any]) -> list[Run]:
-    """Every run of SUITE, in order; SETS (from --set) override every run's settings."""
+Chosen = dict[str, dict[str, Any]]  # method -> its tuned settings
+
+
+def tuned_methods(suite: Suite) -> dict[str, Group]:
+    """Each tuned method and the group it is tuned in (its first)."""
+    if suite.tuning is None:
+        return {}
+    found: dict[str, Group] = {}
+    for group in suite.groups:
+        for method in group.methods if group.tune else ():
+            found.setdefault(method, group)
+    return found
+
+
+def tuning_plan(suite: Suite, sets: dict[str, Any]) -> list[Run]:
+    """The search of every tuned method: a run per grid point, scored on validation."""
+    if suite.tuning is None:
+        return []
+    runs = []
+    seed = suite.tuning.seed
+    for method, group in tuned_methods(suite).items():
+        for point in suite.tuning.points():
+            user = merge(suite.settings, group.settings)
+            user = merge(user, suite.seed_settings.get(seed, {}))
+            user = merge(user, {**point, "seed": seed, "split": VALIDATION, "profile": False})
+            user = merge(merge(user, {"results_dir": str(suite.results_dir)}), sets)
+            runs.append(Run(method, user, suite.regime == "quick", ()))
+    return runs
+
+
+def plan(suite: Suite, sets: dict[str, Any], chosen: Chosen | None = None) -> list[Run]:
+    """Every run of SUITE, in order, with each tuned method's CHOSEN settings (the first grid
+    point where none is given yet); SETS (from --set) override every run's settings."""
+    tuned = tuned_methods(suite)
+    first = suite.tuning.points()[0] if suite.tuning is not None else {}
     runs = []
     for group in suite.groups:
         protocols = tuple(suite.protocols if group.protocols is None else group.protocols)
@@ -87,11 +144,34 @@ def plan(suite: Suite, sets: dict[str, Any]) -> list[Run]:
             for override in group.overrides:
                 user = merge(suite.settings, group.settings)
                 user = merge(user, suite.seed_settings.get(seed, {}))
-                user = merge(merge(user, override), {"seed": seed})
-                user = merge(merge(user, {"results_dir": str(suite.results_dir)}), sets)
-                quick = suite.regime == "quick"
-                runs += [Run(m, user, quick, protocols) for m in group.methods]
+                for method in group.methods:
+                    setting = (chosen or {}).get(method, first) if method in tuned else {}
+                    own = merge(merge(merge(user, setting), override), {"seed": seed})
+                    own = merge(merge(own, {"results_dir": str(suite.results_dir)}), sets)
+                    runs.append(Run(method, own, suite.regime == "quick", protocols))
     return runs
+
+
+def choose(reg: Registry, suite: Suite, tuning: list[Run]) -> tuple[Chosen, list[str]]:
+    """Each tuned method's best grid point by validation R@1, then R@5 and R@10 (the earlier
+    point on a full tie), from the results of TUNING; and the methods none of whose points
+    succeeded."""
+    points = suite.tuning.points() if suite.tuning is not None else []
+    chosen: Chosen = {}
+    failed = []
+    for method in tuned_methods(suite):
+        scored = []
+        mine = [run for run in tuning if run.method == method]
+        for order, (run, point) in enumerate(zip(mine, points, strict=True)):
+            found = _found(reg, _choices(reg, run, None))
+            if found is not None and found.status == "ok":
+                key = tuple(float(found.metrics.get(k, 0.0)) for k in ("R@1", "R@5", "R@10"))
+                scored.append((key, -order, point))
+        if scored:
+            chosen[method] = max(scored, key=lambda s: (s[0], s[1]))[2]
+        else:
+            failed.append(method)
+    return chosen, failed
 
 
 def config(
@@ -223,14 +303,34 @@ def _threads(threads: int | None) -> None:
 
 
 def run_suite(
+    reg: Registry, suite: Suite, sets: dict[str, Any], jobs: int = 1, debug: bool = False
+) -> int:
+    """Check every run, then run the search of each tuned method and the suite's runs with
+    the chosen settings (JOBS processes at a time); 0, 1 when some failed, 130/143 when
+    stopped by a signal."""
+    from benchmark.jobs import plan as plan_job
+    from benchmark.jobs import preflight
+
+    tuning = tuning_plan(suite, sets)
+    every = tuning + plan(suite, sets)
+    configs = [config(reg, run, p) for run in every for p in (None, *run.protocols)]
+    preflight(reg, [plan_job(reg, cfg) for cfg in configs])
+    code = run_runs(reg, tuning, suite.threads, jobs, debug) if tuning else 0
+    if code in (130, 143):
+        return code
+    chosen, failed = choose(reg, suite, tuning)
+    for method in failed:
+        print(f"{method}: no point of the tuning grid succeeded; its runs are skipped.")
+    runs = [run for run in plan(suite, sets, chosen) if run.method not in failed]
+    main = run_runs(reg, runs, suite.threads, jobs, debug)
+    return main if main in (130, 143) else max(code, main, 1 if failed else 0)
+
+
+def run_runs(
     reg: Registry, runs: list[Run], threads: int | None, jobs: int = 1, debug: bool = False
 ) -> int:
-    """Check every run, then run them (JOBS processes at a time, each with THREADS torch
-    threads); 0, 1 when some failed, 130/143 when stopped by a signal."""
-    from benchmark.jobs import plan, preflight
-
-    configs = [config(reg, run, p) for run in runs for p in (None, *run.protocols)]
-    preflight(reg, [plan(reg, cfg) for cfg in configs])
+    """Run RUNS and their protocol evaluations (JOBS processes at a time, each with THREADS
+    torch threads); 0, 1 when some failed, 130/143 when stopped by a signal."""
     if jobs == 1:
         _threads(threads)
         return run_share(reg, runs, debug)
@@ -240,10 +340,13 @@ def run_suite(
     return next((c for c in codes if c in (130, 143)), max(codes))
 
 
-def describe(reg: Registry, runs: list[Run]) -> str:
-    """One line per result the suite makes: its file and whether it is there."""
+def describe(reg: Registry, suite: Suite, sets: dict[str, Any]) -> str:
+    """One line per result the suite makes: its file and whether it is there (the runs of
+    tuned methods with the setting chosen so far, or the first grid point before any)."""
     from benchmark.runner import result_path
 
+    tuning = tuning_plan(suite, sets)
+    runs = tuning + plan(suite, sets, choose(reg, suite, tuning)[0])
     lines = []
     for run in runs:
         for protocol in (None, *run.protocols):
@@ -253,6 +356,10 @@ def describe(reg: Registry, runs: list[Run]) -> str:
             found = _found(reg, choices)
             state = found.status if found is not None else "to run"
             what = f"{run.method} seed {run.user['seed']} {protocol or 'aligned'}"
+            if run.user.get("split") == VALIDATION:
+                what = f"{run.method} tuning " + ", ".join(
+                    f"{k}={run.user[k]}" for k in (suite.tuning.grid if suite.tuning else ())
+                )
             lines.append(f"{what}: {result_path(reg, *choices[0])} ({state})")
     return "\n".join(lines)
 
@@ -277,11 +384,11 @@ def suite_command(
         update={"results_dir": results_dir or suite.results_dir, "page": page or suite.page}
     )
     reg = registry()
-    runs = plan(suite, parse_sets(sets))
+    overrides = parse_sets(sets)
     if dry_run:
-        print(describe(reg, runs))
+        print(describe(reg, suite, overrides))
         return 0
-    code = run_suite(reg, runs, suite.threads, jobs, debug)
+    code = run_suite(reg, suite, overrides, jobs, debug)
     if code in (0, 1) and suite.page is not None:
         leaderboard_command(suite.results_dir, suite.page, check=False)
     return code

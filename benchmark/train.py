@@ -187,11 +187,12 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def build_schedule(
-    cfg: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int
+    cfg: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step LR factor: linear warm-up, then constant, cosine to 0, or VIGOR's 0.1^(t/150k)."""
     base = getattr(optimizer, "base_optimizer", optimizer)
-    warm = cfg.warmup_steps
+    total_steps = steps_per_epoch * cfg.epochs
+    warm = cfg.warmup_steps or round(cfg.warmup_epochs * steps_per_epoch)
     schedule = cfg.schedule
 
     def factor(step: int) -> float:
@@ -314,7 +315,7 @@ def train(
         report.workers = loader.num_workers
         clock = WaitClock(loader)
         optimizer = build_optimizer(cfg, model)
-        schedule = build_schedule(cfg, optimizer, steps_per_epoch * cfg.epochs)
+        schedule = build_schedule(cfg, optimizer, steps_per_epoch)
         scaler = policy.scaler()
         start, skip, partial = 0, 0, {"total": 0.0, "count": 0}
         mined: dict[str, torch.Tensor] | None = None
@@ -422,6 +423,7 @@ def train(
                 "epoch": epoch + 1,
                 "loss": total / max(1, count),
                 "lr": schedule.get_last_lr()[0],
+                "pairs_seen": (epoch + 1) * steps_per_epoch * batch,
             }
             if val is not None:
                 logs[VAL_KEY] = validation_r1(model, val, pipeline, cfg, device)

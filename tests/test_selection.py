@@ -4,6 +4,7 @@ the recorded metrics."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from benchmark import train as train_module
-from benchmark.config import model_options, resolve
+from benchmark.config import RunConfig, model_options, resolve
 from benchmark.data.base import carve_validation
 from benchmark.data.synthetic import build_synthetic
 from benchmark.data.synthetic_vigor import build_synthetic_vigor
@@ -147,3 +148,21 @@ def test_best_weights_newer_than_a_resumed_checkpoint_are_dropped(
     resumed = job({**tiny_run, "epochs": 2}, resume=True)
     assert resumed.status == "ok" and resumed.training["resumed_from"] == 1
     assert not stale.exists() and Path(resumed.training["selected_weights"]).is_file()
+
+
+def test_warm_up_in_epochs_rises_over_whole_epochs_then_follows_the_schedule() -> None:
+    """warmup_epochs=1 at 4 steps an epoch: the learning rate climbs over the first 4 steps,
+    then decays by the cosine over the remaining 8; giving both warm-ups is refused."""
+    cfg = RunConfig(plugin="safa", lr=1.0, epochs=3, schedule="cosine", warmup_epochs=1)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = train_module.build_schedule(cfg, optimizer, steps_per_epoch=4)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)])
+    with pytest.raises(ValueError, match="warmup_steps or warmup_epochs"):
+        RunConfig(plugin="safa", warmup_steps=10, warmup_epochs=1)

@@ -13,7 +13,16 @@ from benchmark.cli import main
 from benchmark.identity import run_identity
 from benchmark.jobs import plan as plan_job
 from benchmark.registry import build_registry
-from benchmark.suite import Suite, config, load_suite, plan, run_suite
+from benchmark.suite import (
+    Suite,
+    choose,
+    config,
+    load_suite,
+    plan,
+    run_suite,
+    tuned_methods,
+    tuning_plan,
+)
 from tests.conftest import TINY_WORLD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,23 +30,31 @@ BOARD = ROOT / "leaderboard"
 
 
 def test_the_committed_suite_plans_exactly_the_committed_results() -> None:
-    """Every committed result is a run of the committed suite, under its exact settings and
-    identity (an evaluation's weights enter its identity by their recorded content hash)."""
+    """Every committed result is a run of the committed suite (its tuning runs, then every
+    run with the setting chosen from them), under its exact settings and identity (an
+    evaluation's weights enter its identity by their recorded content hash)."""
     reg = build_registry()
     suite = load_suite(BOARD / "suites" / "synthetic.yaml")
-    runs = {(run.method, run.user["seed"]): run for run in plan(suite, {})}
-    made = sum(1 + len(run.protocols) for run in runs.values())
+    tuning = tuning_plan(suite, {})
+    chosen, failed = choose(reg, suite, tuning)
+    assert not failed and set(chosen) == set(tuned_methods(suite))
+    planned = [
+        (run, protocol)
+        for run in tuning + plan(suite, {}, chosen)
+        for protocol in (None, *run.protocols)
+    ]
     committed = sorted((BOARD / "results").glob("*.json"))
-    assert made == len(committed) == 84
+    assert len(planned) == len(committed)
     for path in committed:
         recorded = results.load(path)
-        run = runs[(recorded.plugin, recorded.seed)]
         protocol = None if recorded.protocol == "aligned" else recorded.protocol
-        cfg = config(reg, run, protocol, weights=recorded.parent is not None)
-        assert cfg.model_dump(mode="json") == recorded.config, path.name
-        job = plan_job(reg, cfg)
+        weights = recorded.parent is not None
+        configs = [config(reg, run, p, weights) for run, p in planned if p == protocol]
+        matches = [c for c in configs if c.model_dump(mode="json") == recorded.config]
+        assert len(matches) == 1, path.name
+        job = plan_job(reg, matches[0])
         inputs = recorded.identity.get("inputs", {})
-        identity = run_identity(cfg, job.options, job.split, inputs)
+        identity = run_identity(matches[0], job.options, job.split, inputs)
         assert identity.settings == recorded.identity, path.name
         assert f"{identity.stem}.json" == path.name
 
@@ -62,8 +79,8 @@ def test_a_suite_runs_its_protocol_evaluations_on_the_checkpoint_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reg = build_registry()
-    runs = plan(_tiny_suite(tmp_path), {})
-    assert run_suite(reg, runs, threads=None) == 0
+    suite = _tiny_suite(tmp_path)
+    assert run_suite(reg, suite, {}) == 0
     folder = tmp_path / "results"
 
     def made() -> dict[tuple[str, str], tuple[Path, results.RunResult]]:
@@ -84,7 +101,7 @@ def test_a_suite_runs_its_protocol_evaluations_on_the_checkpoint_and_resumes(
 
     evaluation_path.unlink()
     before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
-    assert run_suite(reg, runs, threads=None) == 0
+    assert run_suite(reg, suite, {}) == 0
     out = capsys.readouterr().out
     assert out.count("done before, skipped") == 3 and out.count(": running") == 1
     after = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
@@ -92,6 +109,47 @@ def test_a_suite_runs_its_protocol_evaluations_on_the_checkpoint_and_resumes(
     again_path, again = made()[("safa", "fov=90")]
     assert again_path == evaluation_path  # the same run: the same name
     assert again.metrics == evaluation.metrics and again.parent == evaluation.parent
+
+
+def test_tuning_scores_every_grid_point_on_validation_and_runs_the_best_on_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each point of the grid trains on the training pairs less the validation split and is
+    evaluated on that split only; the test run uses the point with the best validation R@1,
+    which the suite's plan then names for every seed."""
+    reg = build_registry()
+    suite = _tiny_suite(tmp_path).model_dump()
+    suite.update(protocols=[], tuning={"seed": 0, "grid": {"lr": [1e-6, 3e-3]}})
+    world = suite["groups"][0]["settings"]
+    suite["groups"] = [
+        {"methods": ["safa"], "settings": world},
+        {"methods": ["raw-pixels"], "settings": world, "tune": False},
+    ]
+    suite = Suite.model_validate(suite)
+    assert run_suite(reg, suite, {}) == 0
+    found = [results.load(p) for p in (tmp_path / "results").glob("*.json")]
+    tuning = sorted((r for r in found if r.split == "validation"), key=lambda r: r.config["lr"])
+    tested = [r for r in found if r.split == "test"]
+    assert [(r.plugin, r.config["lr"]) for r in tuning] == [("safa", 1e-6), ("safa", 3e-3)]
+    validation = tuning[0].training["validation"]
+    for r in tuning:  # scored on the carved validation split: its panoramas, its gallery
+        assert r.status == "ok" and r.metrics["queries"] == validation["pairs"]
+        assert r.metrics["R@1"] == max(h["val_R@1"] for h in r.training["history"])
+    best = max(tuning, key=lambda r: (r.metrics["R@1"], r.metrics["R@5"], -r.config["lr"]))
+    assert {(r.plugin, r.config["lr"]) for r in tested} == {
+        ("safa", best.config["lr"]),
+        ("raw-pixels", 1e-3),  # not tuned: no training to tune
+    }
+    assert sum(r.plugin == "safa" for r in tested) == 1
+
+
+def test_a_validation_split_needs_a_run_that_carves_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", "--plugins", "safa", "--split", "validation", "--epochs", "0"]
+    assert main([*args, "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "split=validation" in err and "epochs > 0" in err and "Traceback" not in err
 
 
 def _suite_file(tmp_path: Path, **over: Any) -> Path:

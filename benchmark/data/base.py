@@ -104,6 +104,9 @@ class Reindexed:
         return self.load(int(self.rows[i]))
 
 
+VALIDATION = "validation"  # the split carved from training, as a run's evaluated split
+
+
 def carve_validation(
     split: CrossViewSplit, fraction: float, seed: int
 ) -> tuple[CrossViewSplit, CrossViewSplit]:
@@ -126,7 +129,7 @@ def carve_validation(
             "or turn validation off (--set val_fraction=0 selection=last)."
         )
     val = split.take(val_rows)
-    val.name = "validation"
+    val.name = VALIDATION
     return split.take(train_rows, whole_gallery=True), val
 
 

@@ -3,7 +3,7 @@
 Each regime is one YAML file in this folder (its name is the file's stem):
 
     description: one line shown by `config show`
-    settings: {variant: tiny, epochs: 12, ...}   # recipe fields and the variant only
+    settings: {variant: tiny, epochs: 6, ...}   # recipe fields and the variant only
     plugin_settings: quick                        # also apply each plugin's `quick` settings
     default_when: {dataset_prefix: synthetic, accelerator: false}   # chosen by --regime auto
     default: true                                 # --regime auto when no default_when matches
