@@ -17,6 +17,8 @@ from benchmark.identity import readable_name
 from benchmark.io import atomic_write
 from benchmark.specs import MetricDisplay, MetricSpec
 
+VAL_KEY = "val_R@1"  # an epoch's validation R@1 (percent) in a training history
+
 
 class CardSnapshot(BaseModel):
     """What the leaderboard shows of a method's card, as the card was when the run was made."""

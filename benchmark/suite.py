@@ -86,12 +86,14 @@ class Suite(BaseModel):
 @dataclass(frozen=True)
 class Run:
     """One planned run: its method, the settings it is resolved from (as a --config file's),
-    the regime, and the protocols its trained model is evaluated under afterwards."""
+    the regime, the protocols its trained model is evaluated under afterwards, and the grid
+    point it scores on validation when it is a tuning run."""
 
     method: str
     user: dict[str, Any]
     quick: bool
     protocols: tuple[str, ...]
+    point: tuple[tuple[str, Any], ...] = ()
 
 
 def load_suite(path: Path) -> Suite:
@@ -128,7 +130,7 @@ def tuning_plan(suite: Suite, sets: dict[str, Any]) -> list[Run]:
             user = merge(user, suite.seed_settings.get(seed, {}))
             user = merge(user, {**point, "seed": seed, "split": VALIDATION, "profile": False})
             user = merge(merge(user, {"results_dir": str(suite.results_dir)}), sets)
-            runs.append(Run(method, user, suite.regime == "quick", ()))
+            runs.append(Run(method, user, suite.regime == "quick", (), tuple(point.items())))
     return runs
 
 
@@ -237,8 +239,14 @@ class _Progress:
 
     def step(self, run: Run, protocol: str | None, note: str) -> None:
         self.done += 1
-        what = f"{run.method} seed {run.user['seed']} {protocol or 'aligned'}"
-        print(f"[{self.done}/{self.total}] {what}: {note}", flush=True)
+        print(f"[{self.done}/{self.total}] {_what(run, protocol)}: {note}", flush=True)
+
+
+def _what(run: Run, protocol: str | None) -> str:
+    """A step in a line: the method, then its tuning point, or its seed and protocol."""
+    if run.point:
+        return f"{run.method} tuning " + ", ".join(f"{k}={v}" for k, v in run.point)
+    return f"{run.method} seed {run.user['seed']} {protocol or 'aligned'}"
 
 
 def _step(
@@ -355,12 +363,7 @@ def describe(reg: Registry, suite: Suite, sets: dict[str, Any]) -> str:
             choices = _choices(reg, run, protocol, parent)
             found = _found(reg, choices)
             state = found.status if found is not None else "to run"
-            what = f"{run.method} seed {run.user['seed']} {protocol or 'aligned'}"
-            if run.user.get("split") == VALIDATION:
-                what = f"{run.method} tuning " + ", ".join(
-                    f"{k}={run.user[k]}" for k in (suite.tuning.grid if suite.tuning else ())
-                )
-            lines.append(f"{what}: {result_path(reg, *choices[0])} ({state})")
+            lines.append(f"{_what(run, protocol)}: {result_path(reg, *choices[0])} ({state})")
     return "\n".join(lines)
 
 

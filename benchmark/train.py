@@ -36,6 +36,7 @@ from benchmark.evaluate import extract
 from benchmark.mining import MiningSampler
 from benchmark.model import CrossViewModel
 from benchmark.protocols import SemiPositiveLoss, StagedLoss
+from benchmark.results import VAL_KEY
 from benchmark.retrieval import search_torch
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -45,7 +46,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-VAL_KEY = "val_R@1"  # the history entry of an epoch's validation R@1 (percent)
 BEST = re.compile(r"best-epoch-(\d+)\.safetensors")
 
 

@@ -1,8 +1,8 @@
 """The default dataset: a generated cross-view world (CVUSA-like, ground at tile centres).
 
 Generated deterministically from a seed, with no download, and cached on disk. The user
-asks for pairs, not pixels: one map of 1536 px (768 m) holds the default 2,000 training
-and 500 test pairs; a larger request is spread over as many maps of that size as it
+asks for pairs, not pixels: one map of 1536 px (768 m) holds the default 1,000 training
+and 500 test pairs (up to 2,000 and 500); a larger request is spread over as many maps of that size as it
 needs (map i > 0 is another place drawn from the same seed; see ``world.map_rng``). On
 each map, train and test points come from disjoint strips separated by a full tile.
 """
@@ -31,7 +31,7 @@ class SyntheticOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, ge=0)
-    n_train: int = Field(2000, ge=1)
+    n_train: int = Field(1000, ge=1)
     n_test: int = Field(500, ge=1)
     ground_px: tuple[int, int] = (64, 256)
     aerial_px: int = Field(128, ge=8)

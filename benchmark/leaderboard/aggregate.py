@@ -105,6 +105,7 @@ def aggregate(
             if d.y is not None
         }
         row["profile"] = {p: stats(main[p]) for p, _, _ in PROFILE}
+        row["training"] = training_curve(aligned.get("curve", absent))
         row["tracks"] = {
             t: {m: stats(g[g.protocol == t].get(METRIC + m, absent)) for m in scalars}
             for t in tracks
@@ -126,6 +127,20 @@ def mean_curve(values: pd.Series, display: MetricDisplay, runs: int) -> Curve | 
     acc = np.array([c[display.y] for c in curves], dtype=float)
     err = acc.std(axis=0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
     return Curve("", tuple(grid), tuple(acc.mean(axis=0)), tuple(err))
+
+
+def training_curve(values: pd.Series) -> Curve | None:
+    """The validation R@1 curves of VALUES (JSON, one per run) averaged over the runs, with
+    training pairs seen as x, when every run has one on one grid."""
+    curves = [json.loads(v) for v in values if isinstance(v, str)]
+    if not curves or len(curves) != len(values):
+        return None
+    grid = curves[0]["pairs"]
+    if any(c["pairs"] != grid for c in curves):
+        return None
+    acc = np.array([c["R@1"] for c in curves], dtype=float)
+    err = acc.std(axis=0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+    return Curve("", tuple(float(x) for x in grid), tuple(acc.mean(axis=0)), tuple(err))
 
 
 def _rank(row: dict[str, Any], tracks: list[str], rank: MetricDisplay | None) -> tuple:

@@ -16,10 +16,16 @@ from benchmark.specs import MetricDisplay
 
 PLOTS_DIR = "plots"
 PARETO = "pareto"
+TRAINING = "training"
 # Title (before ' on <section>'), x and y label of the figures the core's metrics declare.
 FIGURES = {
     "recall": ("Recall@K", "K", "recall (%)"),
     "metres": ("Accuracy within d metres", "d (metres)", "accuracy (%)"),
+    TRAINING: (
+        "Validation R@1 against training compute",
+        "training compute: forward GMACs per pair x pairs seen",
+        "validation R@1 (%)",
+    ),
 }
 
 
@@ -160,6 +166,21 @@ def _pareto(rows: list[dict[str, Any]], rank: MetricDisplay, title: str, tag: st
     )
 
 
+def _training(rows: list[dict[str, Any]], title: str, tag: str) -> Plot | None:
+    """Each row's validation R@1 after every epoch against the compute spent to get there
+    (its forward GMACs per pair times the pairs seen): slow learners and non-learners apart."""
+    curves = []
+    for row in rows:
+        curve, gmacs = row.get("training"), row["profile"]["gmacs"]
+        if curve is not None and gmacs[2] and gmacs[0] > 0:
+            x = tuple(pairs * gmacs[0] for pairs in curve.x)
+            curves.append(replace(curve, label=plot_label(row), x=x))
+    if not curves:
+        return None
+    head, xlabel, ylabel = FIGURES[TRAINING]
+    return Plot(TRAINING, tag, tuple(curves), f"{head} on {title}", xlabel, ylabel)
+
+
 def section_plots(
     rows: list[dict[str, Any]],
     plotted: list[MetricDisplay],
@@ -184,6 +205,7 @@ def section_plots(
             plots.append(_pareto(rows, rank, title, tag))
     if not names and rank is not None:
         plots.append(_pareto(rows, rank, title, tag))
+    plots.append(_training(rows, title, tag))
     return [p for p in plots if p is not None]
 
 

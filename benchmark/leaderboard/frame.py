@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.leaderboard.validate import problems
-from benchmark.results import RunResult, read_all
+from benchmark.results import VAL_KEY, RunResult, read_all
 
 PROFILE = (("params_m", "params M", 2), ("gmacs", "GMACs", 2), ("latency_ms", "latency ms", 1))
 METRIC = "m:"  # prefix of the frame's metric columns, so no metric key clashes with another
@@ -87,6 +87,16 @@ def _metrics(r: RunResult) -> dict[str, Any]:
     return out
 
 
+def _validation_curve(r: RunResult) -> str | None:
+    """The run's validation R@1 after each epoch against the training pairs seen by then, as
+    JSON, when its history records both."""
+    history = r.training.get("history") or []
+    points = [(h["pairs_seen"], h[VAL_KEY]) for h in history if "pairs_seen" in h and VAL_KEY in h]
+    if not points or len(points) != len(history):
+        return None
+    return json.dumps({"pairs": [p for p, _ in points], "R@1": [v for _, v in points]})
+
+
 def run_row(path: Path, r: RunResult) -> dict[str, Any]:
     """The frame row of the result R read from PATH."""
     opts, prep = r.model_options, r.preprocessing
@@ -129,6 +139,7 @@ def run_row(path: Path, r: RunResult) -> dict[str, Any]:
         "test_references": r.dataset_info.get("test_references"),
         "dataset_options": json.dumps(r.config.get("dataset_options", {}), sort_keys=True),
         "descriptor_dim": r.profile.get("descriptor_dim"),
+        "curve": _validation_curve(r),
         "model_settings": json.dumps(
             {"model_options": r.model_options}, sort_keys=True, default=str
         ),

@@ -34,6 +34,7 @@ from benchmark.leaderboard.markdown import (
     safe_url,
     table,
 )
+from benchmark.leaderboard.tuning import TUNED, point, tuned_keys, tuning_section
 from benchmark.reported import reported_compute
 from benchmark.results import CardSnapshot
 from benchmark.specs import MetricDisplay
@@ -160,10 +161,13 @@ def _track_table(
 
 
 def _section(
-    dataset: str, split: str, section: pd.DataFrame, cards: Cards
+    dataset: str, split: str, section: pd.DataFrame, cards: Cards, tuning: pd.DataFrame
 ) -> tuple[list[str], list[Plot]]:
     """One dataset/split: the aligned results with a ranking-key column per robustness
-    protocol, the aligned runs' plots, then every column under each robustness protocol."""
+    protocol (and the tuned setting, when TUNING holds the dataset's search), the aligned
+    runs' plots, then every column under each robustness protocol."""
+    keys = tuned_keys(tuning) if not tuning.empty else []
+    tuned_methods = set(tuning.method)
     section = section.assign(settings=row_settings(section))
     aligned = section[section.protocol == ALIGNED]
     main = section if aligned.empty else aligned
@@ -176,7 +180,7 @@ def _section(
     rows = aggregate(section, shown, tracks)
     with_label = any(r["label"] for r in rows)
     headers = ["method", "variant", *(["setting"] if with_label else []), "regime"]
-    headers += ["input g / a", "polar", "loss"]
+    headers += ["input g / a", "polar", "loss", *(["tuned"] if keys else [])]
     headers += ["seeds", *(d.header for d in metrics)] if metrics else []
     ranked = rank is not None
     headers += [f"{rank.header} {protocol_title(t)}" for t in tracks] if ranked else []
@@ -186,6 +190,9 @@ def _section(
     for i, row in enumerate(rows):
         cells = _identity(row, cards, with_label)
         cells += [escape(row["input"]), row["polar"], escape(row["loss"])]
+        if keys:
+            tuned = row["method"] in tuned_methods
+            cells.append(escape(point(row["settings"], keys)) if tuned else "- (not tuned)")
         cells += [str(row["seeds"])] if metrics else []
         tied = ranked and _tied(row, rows[i + 1] if i + 1 < len(rows) else None, rank)
         cells += [
@@ -335,11 +342,19 @@ def render(results_dir: Path, page_dir: Path) -> tuple[str, list[Plot], list[str
         return "\n".join([*lines, "No results yet.", ""]), [], warnings
     cards = Cards(df)
     plots: list[Plot] = []
-    ok = df[df.status == "ok"]
+    ok = df[(df.status == "ok") & (df.split != TUNED)]
+    tuning = df[(df.status != "interrupted") & (df.split == TUNED)]
+    searched: set[str] = set()
     for (dataset, split), section in ok.groupby(SECTION_KEYS, sort=True):
-        text, figures = _section(dataset, split, section, cards)
+        searches = tuning[tuning.dataset == dataset]
+        text, figures = _section(dataset, split, section, cards, searches)
         lines += text
         plots += figures
+        if not searches.empty and dataset not in searched:
+            searched.add(dataset)
+            tested = section[section.protocol == ALIGNED]
+            links = {m: cards.link(m) for m in searches.method.unique()}
+            lines += tuning_section(dataset, searches, tested, links)
     if not ok.empty:
         lines += _cost(ok, cards)
     lines += _failed(df)
