@@ -26,18 +26,25 @@ def _constant(values: Sequence[float]) -> bool:
     return max(values) - min(values) <= 1e-9 * max(1.0, max(abs(v) for v in values))
 
 
-def distinguishable(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> bool:
-    """Whether Welch's two-sided t-test tells the means of A and B apart at level ALPHA.
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """The p-value of Welch's two-sided t-test of the means of A and B (nan with fewer than
+    two values on a side).
 
-    With fewer than two values on either side nothing can be told apart. When one side does
-    not vary (a method without randomness), Welch's test is the one-sample t-test of the
-    other side against that value; two constant sides are apart when their values differ.
+    When one side does not vary (a method without randomness), it is the one-sample t-test
+    of the other side against that value; two constant sides give 0 when their values
+    differ, else 1.
     """
     if len(a) < 2 or len(b) < 2:
-        return False
+        return math.nan
     if _constant(a) and _constant(b):
-        return abs(a[0] - b[0]) > 1e-9 * max(1.0, abs(a[0]))
+        return 0.0 if abs(a[0] - b[0]) > 1e-9 * max(1.0, abs(a[0])) else 1.0
     if _constant(a) or _constant(b):
         fixed, varied = (a, b) if _constant(a) else (b, a)
-        return bool(stats.ttest_1samp(varied, fixed[0]).pvalue < alpha)
-    return bool(stats.ttest_ind(a, b, equal_var=False).pvalue < alpha)
+        return float(stats.ttest_1samp(varied, fixed[0]).pvalue)
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def distinguishable(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> bool:
+    """Whether Welch's two-sided t-test tells the means of A and B apart at level ALPHA
+    (never with fewer than two values on a side; see welch_p)."""
+    return welch_p(a, b) < alpha

@@ -155,6 +155,56 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
     }
 
 
+def test_tuning_search_is_a_table_and_each_row_names_its_tuned_setting(tmp_path: Path) -> None:
+    """Tuning runs (split validation) are not ranked with test results: they fill the
+    dataset's tuning table, the test rows' point is bold there and in their `tuned` cell, and
+    the test runs' validation curves are drawn against training compute."""
+
+    def tuning(plugin: str, lr: float, r1: float, **over: Any) -> RunResult:
+        config = {"epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": lr, "loss": "x"}
+        run_id = f"{round(lr * 1e6):08x}"  # each point its own file
+        return _result(
+            plugin, 0, r1, split="validation", config=config, profile={}, run_id=run_id, **over
+        )
+
+    def tested(plugin: str, seed: int, lr: float, r1: float, curve: list[float]) -> RunResult:
+        config = {"epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": lr, "loss": "x"}
+        history = [
+            {"epoch": e, "loss": 0.5, "lr": lr, "pairs_seen": 40 * e, "val_R@1": v}
+            for e, v in enumerate(curve, 1)
+        ]
+        return _result(plugin, seed, r1, config=config, training={"history": history})
+
+    folder = _write(
+        tmp_path / "r",
+        tuning("safa", 1e-4, 40.0),
+        tuning("safa", 3e-3, 60.0),
+        tuning("saig", 1e-4, 30.0),
+        tuning("saig", 3e-3, 0.0, status="failed", error="The loss became nan"),
+        tested("safa", 0, 3e-3, 50.0, [20.0, 60.0]),
+        tested("safa", 1, 3e-3, 52.0, [30.0, 70.0]),
+        tested("saig", 0, 1e-4, 20.0, [10.0, 30.0]),
+        _result("raw-pixels", 0, 5.0, profile={"gmacs": 0.0}),
+    )
+    text, plots, warnings = render(folder, tmp_path)
+    assert not warnings and "## cvusa / validation" not in text
+    headers = _row(text, "| method")
+    assert headers[headers.index("loss") + 1] == "tuned"
+    safa, saig = _row(text, "| [safa]"), _row(text, "| [saig]")
+    assert safa[headers.index("tuned")] == "lr 0.003" and safa[headers.index("seeds")] == "2"
+    assert _row(text, "| raw-pixels")[headers.index("tuned")] == "- (not tuned)"
+    assert saig[headers.index("tuned")] == "lr 0.0001"
+    search = text[text.index("### cvusa: tuning") :]
+    assert _row(search, "| method") == ["method", "lr 0.0001", "lr 0.003"]
+    assert _row(search, "| [safa]") == ["[safa]", "40.00", "**60.00**"]
+    assert _row(search, "| [saig]") == ["[saig]", "**30.00**", "failed"]
+    curves = next(p for p in plots if p.path == "plots/training-cvusa-test.png")
+    by_label = {c.label.split(" ")[0]: c for c in curves.data}
+    assert set(by_label) == {"safa", "saig"}  # raw-pixels did not train
+    assert by_label["safa"].x == pytest.approx((40 * 0.27, 80 * 0.27))  # GMACs x pairs seen
+    assert by_label["safa"].y == (25.0, 65.0)
+
+
 def test_pareto_front_keeps_only_undominated_points() -> None:
     pts = [Point("a", 1.0, 10.0, 0), Point("b", 2.0, 5.0, 0), Point("c", 3.0, 20.0, 0)]
     assert [p.label for p in pareto_front(pts)] == ["a", "c"]

@@ -2,9 +2,10 @@
 
 Generated deterministically from a seed, with no download, and cached on disk. The user
 asks for pairs, not pixels: one map of 1536 px (768 m) holds the default 1,000 training
-and 500 test pairs (up to 2,000 and 500); a larger request is spread over as many maps of that size as it
-needs (map i > 0 is another place drawn from the same seed; see ``world.map_rng``). On
-each map, train and test points come from disjoint strips separated by a full tile.
+and 500 test pairs (and up to 4,317 and 1,939); a larger request is spread over as many
+maps of that size as it needs (map i > 0 is another place drawn from the same seed; see
+``world.map_rng``). On each map, train and test points come from disjoint strips separated
+by a full tile.
 """
 
 from __future__ import annotations

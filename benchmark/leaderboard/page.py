@@ -38,7 +38,7 @@ from benchmark.leaderboard.tuning import TUNED, point, tuned_keys, tuning_sectio
 from benchmark.reported import reported_compute
 from benchmark.results import CardSnapshot
 from benchmark.specs import MetricDisplay
-from benchmark.stats import distinguishable
+from benchmark.stats import distinguishable, welch_p
 
 
 def protocol_title(protocol: str) -> str:
@@ -229,9 +229,55 @@ def _section(
     if plots:
         lines.append(" · ".join(f"[{Path(p.path).stem}]({p.path})" for p in plots))
         lines += ["", f"![{escape(plots[0].title)}]({plots[0].path})", ""]
+    if ranked and with_label:
+        lines += _comparisons(rows, rank, cards, title)
     if tracks and ranked:
         lines += _track_table(rows, tracks, track_columns, rank, cards, with_label, title)
     return lines, plots
+
+
+def _comparisons(
+    rows: list[dict[str, Any]], rank: MetricDisplay, cards: Cards, title: str
+) -> list[str]:
+    """Each pair of rows of one method, variant and regime that differ in a setting (an
+    ablation): both means, their difference and Welch's p over the seeds."""
+    body = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if (a["method"], a["variant"], a["regime"]) != (b["method"], b["variant"], b["regime"]):
+                continue
+            va, vb = a["values"].get(rank.key, []), b["values"].get(rank.key, [])
+            if not va or not vb:
+                continue
+            p = welch_p(va, vb)
+            delta = a["metrics"][rank.key][0] - b["metrics"][rank.key][0]
+            body.append(
+                [
+                    cards.link(a["method"]),
+                    escape(a["variant"]),
+                    escape(a["label"]),
+                    escape(b["label"]),
+                    runs(a["metrics"][rank.key], rank.digits),
+                    runs(b["metrics"][rank.key], rank.digits),
+                    f"{delta:+.{rank.digits}f}",
+                    "-" if math.isnan(p) else f"{p:.3f}",
+                    "-" if math.isnan(p) else ("yes" if p < 0.05 else "no"),
+                ]
+            )
+    if not body:
+        return []
+    headers = ["method", "variant", "setting A", "setting B", f"{rank.header} A"]
+    headers += [f"{rank.header} B", "Δ (A − B)", "Welch p", "told apart at 5%"]
+    return [
+        f"### {title}: settings compared",
+        "",
+        f"Rows of one method that differ in a setting, A ranked above B: {rank.header} mean ± "
+        "95% interval (seeds), their difference and the p-value of Welch's two-sided t-test "
+        "over the seeds.",
+        "",
+        table(body, headers),
+        "",
+    ]
 
 
 def _tied(row: dict[str, Any], below: dict[str, Any] | None, rank: MetricDisplay) -> bool:

@@ -55,7 +55,8 @@ def tuning_section(
         cells = [links.get(str(method), escape(method))]
         for p in points:
             found = runs[runs.p == p]
-            r1 = found[METRIC + "R@1"].dropna() if METRIC + "R@1" in found else []
+            ok = found[found.status == "ok"]
+            r1 = ok[METRIC + "R@1"].dropna() if METRIC + "R@1" in ok else []
             text = f"{r1.iloc[0]:.2f}" if len(r1) else ("failed" if len(found) else "-")
             cells.append(f"**{text}**" if p in chosen and len(r1) else text)
         body.append(cells)
