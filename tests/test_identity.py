@@ -189,10 +189,11 @@ def test_differences_name_each_setting() -> None:
 
 
 def args_for(results_dir: Path, *extra: str, command: str = "run") -> list[str]:
-    """A tiny SAFA run (2 epochs of 2 steps) on the tiny world."""
+    """A tiny SAFA run (2 epochs of 2 steps) on the tiny world, or its evaluation."""
     world = [f"dataset_options.{k}={json.dumps(v)}" for k, v in TINY_WORLD.items()]
+    training = ["--epochs", "2", "--batch-size", "4"] if command == "run" else []
     return [
-        command, "--plugins", "safa", "--epochs", "2", "--batch-size", "4", "--limit", "8",
+        command, "--plugins", "safa", *training, "--limit", "8",
         "--device", "cpu", "--results-dir", str(results_dir), "--set", "profile=false",
         "--set", "selection=last",
         *[a for kv in world for a in ("--set", kv)], *extra,
