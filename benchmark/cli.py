@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +174,7 @@ TRAINING_FLAGS = ("--epochs", "--batch-size", "--lr", "--log", "--pretrained", "
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
-    """What run and eval print instead of running: the resolved settings."""
+    """How run and eval report, and what they do with a result that exists."""
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -183,7 +185,25 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         "--format",
         choices=("table", "json"),
         default="table",
-        help="with --dry-run: the settings as a table or as JSON",
+        help="json: print the results (with --dry-run: the settings) as JSON on stdout, "
+        "everything else on stderr",
+    )
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--skip-existing",
+        dest="existing",
+        action="store_const",
+        const="skip",
+        default="refuse",
+        help="keep a run's ok result when it exists and skip the run (default: refuse to "
+        "run over an ok result)",
+    )
+    existing.add_argument(
+        "--overwrite",
+        dest="existing",
+        action="store_const",
+        const="overwrite",
+        help="run again over a run's ok result",
     )
 
 
@@ -235,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the newest checkpoint of the same run",
+        help="continue from the newest checkpoint of the same run (also over its ok result)",
     )
     run.add_argument(
         "--amp",
@@ -435,6 +455,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, work: Callable[[list], int]) -> int:
+    """Run WORK (which appends each result it writes or keeps to a list); with --format json
+    print those results as JSON on stdout and send every other line to stderr."""
+    from benchmark.runner import results_json
+
+    written: list = []
+    if args.format != "json":
+        return work(written)
+    with contextlib.redirect_stdout(sys.stderr):
+        code = work(written)
+    print(results_json(written))
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Train and evaluate every requested plugin."""
     from benchmark.registry import registry
@@ -445,8 +479,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _show(args, resolved)
     reg = registry()
     configs = [r.run for r in resolved]
-    code = run_all(reg, configs, resume=args.resume, debug=args.debug)
-    return max(code, record_import_failures(reg, import_failures(reg, args.plugins), configs))
+    failures = import_failures(reg, args.plugins)
+
+    def work(written: list) -> int:
+        code = run_all(
+            reg,
+            configs,
+            resume=args.resume,
+            debug=args.debug,
+            existing=args.existing,
+            written=written,
+        )
+        return max(code, record_import_failures(reg, failures, configs, written))
+
+    return _report(args, work)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -457,12 +503,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     resolved = _resolved(args, _eval_layer())
     if args.dry_run:
         return _show(args, resolved)
-    return run_all(
-        registry(),
-        [r.run for r in resolved],
-        weights=args.weights,
-        debug=args.debug,
-        descriptors=args.descriptors,
+    return _report(
+        args,
+        lambda written: run_all(
+            registry(),
+            [r.run for r in resolved],
+            weights=args.weights,
+            debug=args.debug,
+            descriptors=args.descriptors,
+            existing=args.existing,
+            written=written,
+        ),
     )
 
 
