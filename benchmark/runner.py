@@ -33,6 +33,7 @@ from benchmark.jobs import (
     preflight,
     resolve_device,
 )
+from benchmark.metrics import RECALLS
 from benchmark.profiling import profile_model, timing
 from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
@@ -526,11 +527,17 @@ def _run_each(
 
 
 def summary_line(result: results.RunResult) -> str:
-    """One human line: recall, cost and time, or the error."""
+    """One human line: recall, the other metrics the leaderboard shows as columns (a
+    method's own included), cost and time, or the error."""
     if result.status != "ok":
         return f"   {result.status.upper()}: {result.error}"
     m, p = result.metrics, result.profile
-    parts = [f"{k} {m[k]:.2f}" for k in ("R@1", "R@5", "R@10", "R@1%") if k in m]
+    parts = [f"{k} {m[k]:.2f}" for k in RECALLS if k in m]
+    parts += [
+        f"{d.header} {m[d.key]:.{d.digits}f}"
+        for d in result.display
+        if d.column and d.key not in RECALLS and isinstance(m.get(d.key), int | float)
+    ]
     if p:
         parts += [
             f"params {p.get('params_m', 0):.2f} M",

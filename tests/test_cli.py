@@ -1,5 +1,5 @@
 """The command line's surface: help that states every default, per-command flags, --debug in
-either place, and what `show` tells of variants."""
+either place, what `show` tells of variants, and the one-line summary of a run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import argparse
 import pytest
 
 from benchmark.cli import TRAINING_FLAGS, main, parser
+from benchmark.results import RunResult
+from benchmark.runner import summary_line
+from benchmark.specs import MetricDisplay
 
 
 def _commands(ap: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
@@ -67,3 +70,18 @@ def test_show_lists_what_each_variant_changes(capsys: pytest.CaptureFixture) -> 
     assert "  max-pool: channel_pool 'mean' -> 'max'" in out
     assert "  tiny: pretrained True -> False, backbone 'vgg16' -> 'tiny'" in out
     assert "  paper:" not in out  # the reference the others are compared with
+
+
+def test_summary_line_shows_a_methods_own_metrics() -> None:
+    result = RunResult(
+        plugin="m", variant="tiny", regime="quick", dataset="synthetic", split="test", seed=0,
+        status="ok", metrics={"R@1": 12.5, "R@5": 40.0, "yaw_err": 3.14159, "curve": [1, 2]},
+        display=[
+            MetricDisplay.percent("R@1"),
+            MetricDisplay(key="yaw_err", label="yaw error °", digits=1),
+            MetricDisplay(key="curve", column=False),
+        ],
+    )  # fmt: skip
+    line = summary_line(result)
+    assert line.startswith("   R@1 12.50 | R@5 40.00 | yaw error ° 3.1 |")
+    assert "curve" not in line  # not a column on the leaderboard either
