@@ -288,6 +288,12 @@ def parser() -> argparse.ArgumentParser:
     prof = command(sub, "profile", help="params, GMACs, latency, memory")
     _add_config_args(prof, "paper")
     prof.add_argument("--format", choices=("table", "json"), default="table", help="output")
+    prof.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (inputs, GFLOPs, the paper's figures, throughput) and every note; "
+        "the default table fits 80 columns",
+    )
     lb = command(sub, "leaderboard", help="render leaderboard/LEADERBOARD.md from results")
     lb.add_argument(
         "--results-dir", type=Path, default=Path("leaderboard/results"), help="result files"
@@ -527,7 +533,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     """Cost figures of each plugin at its resolved settings."""
     from benchmark.profiling import profile_command
 
-    return profile_command(_resolved(args), args.format)
+    return profile_command(_resolved(args), args.format, args.wide)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
