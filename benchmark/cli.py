@@ -336,6 +336,11 @@ def parser() -> argparse.ArgumentParser:
         "runs", nargs="*", metavar="RUN", help="two result names or files: compare them"
     )
     res.add_argument("--results-dir", type=Path, default=Path("results"), help="result files")
+    new = command(sub, "new-plugin", help="write a plugin package skeleton for a new method")
+    new.add_argument("name", help="the method's name, e.g. my-net")
+    new.add_argument(
+        "--dir", type=Path, default=None, help="where to write it (default: ./cvgl-NAME)"
+    )
     ds = command(sub, "datasets", help="dataset tools")
     dsub = ds.add_subparsers(dest="action", required=True)
     chk = command(dsub, "check", help="validate a dataset folder without training")
@@ -567,6 +572,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    """Write a plugin package skeleton."""
+    from benchmark.scaffold import new_plugin_command
+
+    return new_plugin_command(args.name, args.dir)
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """Dataset tools."""
     from benchmark.data.check import check_command
@@ -584,6 +596,7 @@ COMMANDS = {
     "leaderboard": cmd_leaderboard,
     "suite": cmd_suite,
     "results": cmd_results,
+    "new-plugin": cmd_new_plugin,
     "datasets": cmd_datasets,
 }
 
