@@ -20,6 +20,10 @@ ROW_KEYS = ["method", "variant", "regime", "settings"]
 ALIGNED = "aligned"
 UNKNOWN = "unknown-orientation"
 Stats = tuple[float, float, int]
+# A latency timed while the 1-minute load average exceeded this many runnable tasks per core
+# was measured on a busy machine: the run's own threads account for at most 1 per core, so
+# above 1.5 other work shared the cores and slowed it by an unknown factor.
+BUSY_LOAD = 1.5
 
 
 def numbers(values: pd.Series) -> list[float]:
@@ -81,6 +85,14 @@ def row_settings(section: pd.DataFrame) -> pd.Series:
     return pd.Series(rows, index=section.index, dtype=str)
 
 
+def busy_load(runs: pd.DataFrame) -> float | None:
+    """The highest load per core above BUSY_LOAD under which a latency of RUNS was timed,
+    or None when every one was timed on a quiet machine (or the load is not recorded)."""
+    timed = runs[runs.latency_ms.notna()] if "latency_ms" in runs else runs.iloc[:0]
+    loads = numbers(timed.get("load_per_core", pd.Series(dtype=float)))
+    return max(loads) if loads and max(loads) > BUSY_LOAD else None
+
+
 def aggregate(
     section: pd.DataFrame, shown: list[MetricDisplay], tracks: list[str]
 ) -> list[dict[str, Any]]:
@@ -105,6 +117,7 @@ def aggregate(
             if d.y is not None
         }
         row["profile"] = {p: stats(main[p]) for p, _, _ in PROFILE}
+        row["busy_load"] = busy_load(main)
         row["tracks"] = {
             t: {m: stats(g[g.protocol == t].get(METRIC + m, absent)) for m in scalars}
             for t in tracks

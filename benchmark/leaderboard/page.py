@@ -13,8 +13,10 @@ import pandas as pd
 
 from benchmark.leaderboard.aggregate import (
     ALIGNED,
+    BUSY_LOAD,
     UNKNOWN,
     aggregate,
+    busy_load,
     displays,
     first,
     present,
@@ -114,6 +116,24 @@ def _setting(section: pd.DataFrame) -> str:
     return "Setting: " + "; ".join(parts) + ". Input sizes (ground / aerial) and polar per row."
 
 
+def _latency(mean: float, load: float | None) -> str:
+    """A latency cell, marked when it was timed on a busy machine (see _load_note)."""
+    return number(mean, 1) + (" †" if load is not None else "")
+
+
+def _load_note(loads: dict[str, float]) -> list[str]:
+    """The footnote under a table whose marked latencies were timed under LOADS (by row)."""
+    if not loads:
+        return []
+    listed = ", ".join(f"{escape(name)} {load:.2f}" for name, load in loads.items())
+    return [
+        f"† latency timed while the 1-minute load average was above {BUSY_LOAD:g} per core "
+        f"({listed}): other work shared the cores, so it is slower by an unknown factor and "
+        "not comparable with other latencies.",
+        "",
+    ]
+
+
 def _robustness(section: pd.DataFrame, tracks: list[str], rank: MetricDisplay) -> str:
     """The paragraph saying what the robustness columns hold and how runs join a row."""
     seeds = _distinct(section[section.protocol != ALIGNED].protocol_seed, lambda v: str(int(v)))
@@ -194,7 +214,12 @@ def _section(
         ]
         if ranked:
             cells += [runs(row["tracks"][t][rank.key], rank.digits) for t in tracks]
-        cells += [number(row["profile"][p][0], d) for p, _, d in PROFILE]
+        cells += [
+            _latency(row["profile"][p][0], row["busy_load"])
+            if p == "latency_ms"
+            else number(row["profile"][p][0], d)
+            for p, _, d in PROFILE
+        ]
         cells += [number(row["descriptor_dim"], 0)]
         if ranked:
             paper = cards.reported(row["method"], dataset, split).get(rank.key)
@@ -216,6 +241,8 @@ def _section(
         lines += [_robustness(section, tracks, rank), ""]
     lines.append(table(body, headers))
     lines.append("")
+    busy = {f"{r['method']} {r['variant']}": r["busy_load"] for r in rows if r["busy_load"]}
+    lines += _load_note(busy)
     plotted = present(aligned, [d for d in shown if d.plot])
     shown_rows = [r for r in rows if r["seeds"]]
     plots = section_plots(shown_rows, plotted, rank, f"{dataset} / {split}", slug(dataset, split))
@@ -242,7 +269,7 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
         "method", "variant", "input g / a", "profiled runs", "params M", "GMACs", "latency ms",
         "dim", "paper params M", "Δ params", "paper G (unit, input)",
     ]  # fmt: skip
-    body = []
+    body, busy = [], {}
     for (method, variant, _), g in ok.groupby(["method", "variant", "model_settings"], sort=True):
         card = cards.cards.get(method)
         rep = dict(card.reported_cost) if card else {}
@@ -263,13 +290,15 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
                 str(params[2]),
                 number(params[0], 2),
                 number(stats(g.gmacs)[0], 2),
-                number(stats(g.latency_ms)[0], 1),
+                _latency(stats(g.latency_ms)[0], load := busy_load(g)),
                 number(first(g.descriptor_dim), 0),
                 number(paper_m, 2) + computed if paper_m else "-",
                 delta,
                 escape(compute),
             ]
         )
+        if load is not None:
+            busy[f"{method} {variant}"] = load
     return [
         "## Cost",
         "",
@@ -281,6 +310,7 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
         "",
         table(body, headers),
         "",
+        *_load_note(busy),
     ]
 
 
