@@ -155,6 +155,22 @@ def test_named_settings_and_dataset_metrics_get_their_own_rows_and_columns(
     }
 
 
+def test_a_row_names_the_settings_it_does_not_share_with_its_section(tmp_path: Path) -> None:
+    config = {"epochs": 6, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "loss": "x"}
+    folder = _write(
+        tmp_path / "r",
+        _result("safa", 0, 50.0, config=config),
+        _result("safa", 1, 52.0, config=config),
+        _result("saig", 0, 30.0, config={**config, "epochs": 2}),
+    )
+    section = render(folder, tmp_path)[0].split("## cvusa / test")[1]
+    assert "; epochs 6; batch 8;" in section  # the section's setting: what most runs had
+    assert "names what differs under setting" in section
+    headers = _row(section, "| method")
+    assert _row(section, "| [saig]")[headers.index("setting")] == "epochs=2"
+    assert _row(section, "| [safa]")[headers.index("setting")] == "-"
+
+
 def test_a_latency_timed_under_load_is_marked_as_not_comparable(tmp_path: Path) -> None:
     quiet = {"params_m": 2.0, "gmacs": 0.3, "latency_ms": 2.7, "load_per_core": 0.4}
     busy = {**quiet, "latency_ms": 187.7, "load_per_core": 3.2}

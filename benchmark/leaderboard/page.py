@@ -3,6 +3,7 @@ the methods' cards, all from the result files (the cards are the snapshots they 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from benchmark.leaderboard.aggregate import (
     UNKNOWN,
     aggregate,
     busy_load,
+    common_settings,
     displays,
     first,
     present,
@@ -92,28 +94,41 @@ def _distinct(values: pd.Series, fmt: Any = str) -> str:
     return " / ".join(escape(v) for v in seen) if seen else "-"
 
 
-def _setting(section: pd.DataFrame) -> str:
-    """One paragraph stating the settings every row of the section was run under."""
+def _setting(section: pd.DataFrame, labelled: bool) -> str:
+    """One paragraph stating the settings the rows of the section were run under: the value
+    most runs have, a row that differs naming its own in its setting cell (when LABELLED)."""
     threads = section.threads.map(lambda t: f" ({int(t)} threads)" if pd.notna(t) else "")
     devices = _distinct(section.device.astype(str) + threads)
-    options = sorted(set(section.dataset_options))
+    common = common_settings(section)
+
+    def stated(key: str, fmt: Any = str) -> str:
+        return "-" if common.get(key) is None else escape(fmt(common[key]))
+
+    options = {
+        k.removeprefix("dataset_options."): v
+        for k, v in common.items()
+        if k.startswith("dataset_options.") and v is not None
+    }
     parts = [
         f"regime {_distinct(section.regime)}",
-        f"epochs {_distinct(section.epochs, lambda v: str(int(v)))}",
-        f"batch {_distinct(section.batch_size, lambda v: str(int(v)))}",
-        f"optimizer {_distinct(section.optimizer)} (lr {_distinct(section.lr, lambda v: f'{v:g}')}"
-        f", {_distinct(section.schedule)} schedule)",
+        f"epochs {stated('epochs')}",
+        f"batch {stated('batch_size')}",
+        f"optimizer {stated('optimizer')} (lr {stated('lr', lambda v: f'{v:g}')}"
+        f", {stated('schedule')} schedule)",
         f"train pairs {_distinct(section.train_pairs, lambda v: str(int(v)))}",
         f"test {_distinct(section.test_queries, lambda v: str(int(v)))} queries / "
         f"{_distinct(section.test_references, lambda v: str(int(v)))} references",
         f"device {devices}",
         f"seeds {_distinct(section.seed, lambda v: str(int(v)))}",
     ]
-    if section.limit.notna().any():
-        parts.append(f"limit {_distinct(section.limit, lambda v: str(int(v)))}")
-    if options != ["{}"]:
-        parts.append(f"dataset options {code(' / '.join(options))}")
-    return "Setting: " + "; ".join(parts) + ". Input sizes (ground / aerial) and polar per row."
+    if common.get("limit") is not None:
+        parts.append(f"limit {stated('limit')}")
+    if options:
+        parts.append(f"dataset options {code(json.dumps(options, sort_keys=True))}")
+    own = " A row that ran otherwise names what differs under setting." if labelled else ""
+    return (
+        "Setting: " + "; ".join(parts) + f". Input sizes (ground / aerial) and polar per row.{own}"
+    )
 
 
 def _latency(mean: float, load: float | None) -> str:
@@ -230,7 +245,7 @@ def _section(
         body.append(cells)
     title = f"{escape(dataset)} / {escape(split)}"
     intro = "Evaluation protocol: aligned." if metrics else "No aligned runs here."
-    lines = [f"## {title}", "", f"{intro} {_setting(main)}", ""]
+    lines = [f"## {title}", "", f"{intro} {_setting(main, with_label)}", ""]
     if ranked and any(d is rank for d in metrics):
         lines += [
             f"≈ after {rank.header}: Welch's t-test over the seeds cannot tell this row from "
