@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,43 @@ def _workers(value: str) -> int | str:
     raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', got {value!r}")
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default: the value, 'off' for a switch, or what the
+    help itself says it is when it is no fixed value (the recipe's, the dataset's, ...)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default is argparse.SUPPRESS:
+            return text
+        if not action.option_strings:  # a positional argument
+            return text
+        if action.nargs == 0:
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
+
+
+def _debug_flag() -> argparse.ArgumentParser:
+    """--debug, accepted after a command as well as before it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # the value given before the command stays
+        help="show tracebacks (default: off)",
+    )
+    return common
+
+
 def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
     """What chooses a run's settings: plugins, variant, regime, a file and --set."""
     from benchmark import regimes
 
     p.add_argument("--plugins", type=_plugins, required=True, help="a,b,... or 'all'")
-    p.add_argument("--variant", default=None, help="model variant (paper, tiny, ...)")
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="model variant (paper, tiny, ...; default: the regime's, paper or tiny)",
+    )
     p.add_argument(
         "--regime",
         choices=("auto", *sorted(regimes.available())),
@@ -45,34 +78,42 @@ def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
         + ", else "
         + next(r.name for r in regimes.available().values() if r.default),
     )
-    p.add_argument("--config", type=Path, default=None, help="YAML or TOML settings file")
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML or TOML settings file (default: none)"
+    )
     p.add_argument(
         "--set",
         dest="sets",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting, e.g. --set model.channel_pool=mean",
+        help="override a setting, e.g. --set model.channel_pool=mean (default: none)",
     )
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    _add_config_args(p, "auto")
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """What a run and an evaluation share: data, seed, evaluation and where results go."""
     p.add_argument("--dataset", default=None, help="dataset name (default: synthetic)")
-    p.add_argument("--data-root", type=Path, default=None, help="folder of the dataset")
-    p.add_argument("--split", default=None, help="test split (dataset default otherwise)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--limit", type=int, default=None, help="cap train and test pairs")
-    p.add_argument("--results-dir", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder of the dataset (default: none; the real datasets need it)",
+    )
+    p.add_argument("--split", default=None, help="test split (default: the dataset's)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="cap train and test pairs (default: no cap)"
+    )
+    p.add_argument(
+        "--results-dir", type=Path, default=None, help="where results go (default: results)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.add_argument(
         "--workers",
         type=_workers,
         default=None,
-        help="DataLoader workers per process, or auto (from the cores and the device)",
+        help="DataLoader workers per process, or auto (from the cores and the device; default: 0)",
     )
     p.add_argument(
         "--skip-bad-images",
@@ -82,7 +123,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--protocol",
         default=None,
-        help="evaluation protocol: aligned (default), unknown-orientation or fov=N (degrees)",
+        help="evaluation protocol: aligned, unknown-orientation or fov=N (degrees; "
+        "default: aligned)",
     )
     p.add_argument(
         "--eval-memory",
@@ -90,7 +132,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="MB",
-        help="working memory of retrieval in MiB (query chunk size; default 512)",
+        help="working memory of retrieval in MiB (query chunk size; default: 512)",
     )
     p.add_argument(
         "--save-descriptors",
@@ -98,85 +140,167 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the test descriptors beside the result (for eval --descriptors)",
     )
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    """What only training uses (see TRAINING_FLAGS)."""
+    p.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: the recipe's)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="training batch (default: the recipe's)"
+    )
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     p.add_argument(
         "--log",
         action="append",
         choices=("tensorboard",),
         default=None,
-        help="also log to TensorBoard (needs the tensorboard package); every run writes "
-        "<result>.log.jsonl and .log.csv beside its result",
+        help="also log to TensorBoard (needs the tensorboard package; default: only the "
+        "<result>.log.jsonl and .log.csv every run writes beside its result)",
     )
     p.add_argument(
         "--pretrained",
         nargs="?",
         const=True,
         default=None,
-        help="ImageNet weights through timm, or a local weights file",
+        help="ImageNet weights through timm, or a local weights file (default: the "
+        "variant's: a paper variant starts from its paper's weights, tiny from scratch)",
     )
+
+
+# The flags of training, which `eval` does not take (with run's --resume and --amp).
+TRAINING_FLAGS = ("--epochs", "--batch-size", "--lr", "--log", "--pretrained", "--resume", "--amp")
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """How run and eval report, and what they do with a result that exists."""
     p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the resolved settings, where each came from, and the run's identity and "
         "files; run nothing",
     )
-    p.add_argument("--format", choices=("table", "json"), default="table", help="for --dry-run")
+    p.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="json: print the results (with --dry-run: the settings) as JSON on stdout, "
+        "everything else on stderr",
+    )
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--skip-existing",
+        dest="existing",
+        action="store_const",
+        const="skip",
+        default="refuse",
+        help="keep a run's ok result when it exists and skip the run (default: refuse to "
+        "run over an ok result)",
+    )
+    existing.add_argument(
+        "--overwrite",
+        dest="existing",
+        action="store_const",
+        const="overwrite",
+        help="run again over a run's ok result",
+    )
 
 
 def _add_eval_sources(p: argparse.ArgumentParser, required: bool) -> None:
     source = p.add_mutually_exclusive_group(required=required)
-    source.add_argument("--weights", type=Path, help="safetensors (or torch) file")
+    source.add_argument("--weights", type=Path, help="safetensors (or torch) file (default: none)")
     source.add_argument(
         "--descriptors",
         type=Path,
-        help="descriptors saved by run --save-descriptors: score them again, no model",
+        help="descriptors saved by run --save-descriptors: score them again, no model "
+        "(default: none)",
     )
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m benchmark``."""
     ap = argparse.ArgumentParser(
-        prog="python -m benchmark", description="Cross-view geo-localization benchmark harness."
+        prog="python -m benchmark",
+        description="Cross-view geo-localization benchmark harness.",
+        formatter_class=_Help,
     )
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="installed methods, datasets, losses, metrics")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
-    show = sub.add_parser("show", help="the card of a method")
+    common = [_debug_flag()]
+
+    def command(parent: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return parent.add_parser(name, formatter_class=_Help, parents=common, **kwargs)
+
+    ls = command(sub, "list", help="installed methods, datasets, losses, metrics")
+    ls.add_argument("--format", choices=("table", "json"), default="table", help="output")
+    show = command(sub, "show", help="the card of a method and what each variant changes")
     show.add_argument("method")
     codes = (
         "exit codes: 0 every run ok; 1 some run failed (see its result file); 2 bad input, "
         "nothing was run; 130/143 a SIGINT/SIGTERM kept a run from completing (its result says "
-        "what to do: --resume continues from the newest checkpoint)"
+        "what to do"
     )
-    run = sub.add_parser("run", help="train and evaluate", epilog=codes)
-    _add_run_args(run)
-    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    run = command(
+        sub,
+        "run",
+        help="train and evaluate",
+        epilog=codes + ": --resume continues from the newest checkpoint)",
+    )
+    _add_config_args(run, "auto")
+    _add_data_args(run)
+    _add_training_args(run)
+    _add_output_args(run)
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint of the same run (also over its ok result)",
+    )
     run.add_argument(
         "--amp",
         action="store_true",
         help="train in mixed precision: fp16 autocast with loss scaling, CUDA only "
         "(same as --set precision=fp16; default: the recipe's, fp32 for every paper)",
     )
-    ev = sub.add_parser(
-        "eval", help="evaluate weights or saved descriptors without training", epilog=codes
+    ev = command(
+        sub,
+        "eval",
+        help="evaluate weights or saved descriptors without training",
+        epilog=codes + ")",
     )
-    _add_run_args(ev)
+    _add_config_args(ev, "auto")
+    _add_data_args(ev)
+    _add_output_args(ev)
     _add_eval_sources(ev, required=True)
-    cfg = sub.add_parser("config", help="inspect resolved settings")
+    cfg = command(sub, "config", help="inspect resolved settings")
     csub = cfg.add_subparsers(dest="action", required=True)
-    cshow = csub.add_parser(
+    cshow = command(
+        csub,
         "show",
         help="the settings a run would use, where each came from, its identity and files",
     )
-    _add_run_args(cshow)
+    _add_config_args(cshow, "auto")
+    _add_data_args(cshow)
+    _add_training_args(cshow)
     _add_eval_sources(cshow, required=False)
-    prof = sub.add_parser("profile", help="params, GMACs, latency, memory")
+    cshow.add_argument("--format", choices=("table", "json"), default="table", help="output")
+    prof = command(sub, "profile", help="params, GMACs, latency, memory")
     _add_config_args(prof, "paper")
-    prof.add_argument("--format", choices=("table", "json"), default="table")
-    lb = sub.add_parser("leaderboard", help="render leaderboard/LEADERBOARD.md from results")
-    lb.add_argument("--results-dir", type=Path, default=Path("leaderboard/results"))
-    lb.add_argument("--output", type=Path, default=Path("leaderboard/LEADERBOARD.md"))
+    prof.add_argument("--format", choices=("table", "json"), default="table", help="output")
+    prof.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (inputs, GFLOPs, the paper's figures, throughput) and every note; "
+        "the default table fits 80 columns",
+    )
+    lb = command(sub, "leaderboard", help="render leaderboard/LEADERBOARD.md from results")
+    lb.add_argument(
+        "--results-dir", type=Path, default=Path("leaderboard/results"), help="result files"
+    )
+    lb.add_argument(
+        "--output", type=Path, default=Path("leaderboard/LEADERBOARD.md"), help="the page"
+    )
     lb.add_argument("--check", action="store_true", help="fail if the output is out of date")
     lb.add_argument(
         "action",
@@ -185,34 +309,44 @@ def parser() -> argparse.ArgumentParser:
         default="render",
         help="render (default) the page, or migrate older result files to the current schema",
     )
-    su = sub.add_parser(
+    su = command(
+        sub,
         "suite",
         help="run an experiment suite file (skips runs whose results exist), render its page",
     )
     su.add_argument("file", type=Path, help="suite file (YAML or TOML)")
-    su.add_argument("--results-dir", type=Path, default=None, help="instead of the suite's")
-    su.add_argument("--page", type=Path, default=None, help="instead of the suite's page")
+    su.add_argument(
+        "--results-dir", type=Path, default=None, help="instead of the suite's (default: its own)"
+    )
+    su.add_argument(
+        "--page", type=Path, default=None, help="instead of the suite's page (default: its own)"
+    )
     su.add_argument(
         "--set",
         dest="sets",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting of every run, e.g. --set epochs=1",
+        help="override a setting of every run, e.g. --set epochs=1 (default: none)",
     )
     su.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
     su.add_argument("--jobs", type=int, default=1, help="runs at a time, in separate processes")
-    res = sub.add_parser("results", help="list the runs in a results folder, or compare two")
+    res = command(sub, "results", help="list the runs in a results folder, or compare two")
     res.add_argument(
         "runs", nargs="*", metavar="RUN", help="two result names or files: compare them"
     )
-    res.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results")
-    ds = sub.add_parser("datasets", help="dataset tools")
+    res.add_argument("--results-dir", type=Path, default=Path("results"), help="result files")
+    new = command(sub, "new-plugin", help="write a plugin package skeleton for a new method")
+    new.add_argument("name", help="the method's name, e.g. my-net")
+    new.add_argument(
+        "--dir", type=Path, default=None, help="where to write it (default: ./cvgl-NAME)"
+    )
+    ds = command(sub, "datasets", help="dataset tools")
     dsub = ds.add_subparsers(dest="action", required=True)
-    chk = dsub.add_parser("check", help="validate a dataset folder without training")
-    chk.add_argument("--dataset", required=True)
-    chk.add_argument("--data-root", type=Path, required=True)
-    chk.add_argument("--split", default=None)
+    chk = command(dsub, "check", help="validate a dataset folder without training")
+    chk.add_argument("--dataset", required=True, help="dataset name")
+    chk.add_argument("--data-root", type=Path, required=True, help="folder of the dataset")
+    chk.add_argument("--split", default=None, help="split to check (default: the dataset's)")
     return ap
 
 
@@ -318,7 +452,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(card.summary + "\n")
     print("recipe: " + ", ".join(f"{k}={v}" for k, v in spec.recipe.model_dump().items()))
     print("paper options: " + ", ".join(f"{k}={v}" for k, v in spec.options().model_dump().items()))
-    print("variants: " + ", ".join(sorted({"paper", *spec.variants})))
+    print("variants (what each changes in the paper variant's options):")
+    for variant in sorted(set(spec.variants) - {"paper"}):
+        changes = spec.changes(variant)
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        print(f"  {variant}: {listed or 'nothing'}")
     for dataset, numbers in card.reported.items():
         print(f"reported on {dataset}: " + ", ".join(f"{k} {v}" for k, v in numbers.items()))
     if card.reported_cost:
@@ -326,6 +464,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     for note in card.notes:
         print(f"note: {note}")
     return 0
+
+
+def _report(args: argparse.Namespace, work: Callable[[list], int]) -> int:
+    """Run WORK (which appends each result it writes or keeps to a list); with --format json
+    print those results as JSON on stdout and send every other line to stderr."""
+    from benchmark.runner import results_json
+
+    written: list = []
+    if args.format != "json":
+        return work(written)
+    with contextlib.redirect_stdout(sys.stderr):
+        code = work(written)
+    print(results_json(written))
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -338,8 +490,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _show(args, resolved)
     reg = registry()
     configs = [r.run for r in resolved]
-    code = run_all(reg, configs, resume=args.resume, debug=args.debug)
-    return max(code, record_import_failures(reg, import_failures(reg, args.plugins), configs))
+    failures = import_failures(reg, args.plugins)
+
+    def work(written: list) -> int:
+        code = run_all(
+            reg,
+            configs,
+            resume=args.resume,
+            debug=args.debug,
+            existing=args.existing,
+            written=written,
+        )
+        return max(code, record_import_failures(reg, failures, configs, written))
+
+    return _report(args, work)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -350,12 +514,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     resolved = _resolved(args, _eval_layer())
     if args.dry_run:
         return _show(args, resolved)
-    return run_all(
-        registry(),
-        [r.run for r in resolved],
-        weights=args.weights,
-        debug=args.debug,
-        descriptors=args.descriptors,
+    return _report(
+        args,
+        lambda written: run_all(
+            registry(),
+            [r.run for r in resolved],
+            weights=args.weights,
+            debug=args.debug,
+            descriptors=args.descriptors,
+            existing=args.existing,
+            written=written,
+        ),
     )
 
 
@@ -369,7 +538,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     """Cost figures of each plugin at its resolved settings."""
     from benchmark.profiling import profile_command
 
-    return profile_command(_resolved(args), args.format)
+    return profile_command(_resolved(args), args.format, args.wide)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -403,6 +572,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    """Write a plugin package skeleton."""
+    from benchmark.scaffold import new_plugin_command
+
+    return new_plugin_command(args.name, args.dir)
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """Dataset tools."""
     from benchmark.data.check import check_command
@@ -420,6 +596,7 @@ COMMANDS = {
     "leaderboard": cmd_leaderboard,
     "suite": cmd_suite,
     "results": cmd_results,
+    "new-plugin": cmd_new_plugin,
     "datasets": cmd_datasets,
 }
 
@@ -428,7 +605,16 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ARGV, run the command, turn user errors into one clear message."""
     from benchmark.interrupt import Interrupted, exit_code, signal_name
 
-    args = parser().parse_args(argv)
+    ap = parser()
+    args, unknown = ap.parse_known_args(argv)
+    if unknown:
+        training = [flag for a in unknown if (flag := a.split("=")[0]) in TRAINING_FLAGS]
+        if args.command == "eval" and training:
+            ap.error(
+                f"eval does not train, so it takes no training flags ({', '.join(training)}): "
+                "drop them, or use run to train"
+            )
+        ap.error("unrecognized arguments: " + " ".join(unknown))
     try:
         return COMMANDS[args.command](args)
     except BenchmarkError as exc:

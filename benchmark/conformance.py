@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.errors import BenchmarkError
+from benchmark.metrics import RECALLS
 
 if TYPE_CHECKING:
     from benchmark.model import CrossViewModel
@@ -36,7 +37,6 @@ TINY_WORLDS: dict[str, dict[str, Any]] = {
         "test_fraction": 0.4,
     },
 }
-RECALLS = ("R@1", "R@5", "R@10", "R@1%")
 
 
 class ConformanceError(AssertionError):

@@ -10,12 +10,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import ValidationError
 from tabulate import tabulate
 
-from benchmark import checkpoint, distributed, weights
+from benchmark import checkpoint, distributed, results, weights
 from benchmark.config import Resolved, RunConfig, model_options, validation_message
 from benchmark.data.base import VALIDATION, DatasetBundle, carve_validation
 from benchmark.errors import BenchmarkError
@@ -253,6 +254,29 @@ def check_resume(job: Job) -> str | None:
         f"{other} holds checkpoints of {name} with other settings: {what}. Run with those "
         "settings to resume it, or without --resume to start this run from the beginning."
     )
+
+
+# What a run does when the ok result of its identity exists: refuse (the default), keep it,
+# or run again over it; --resume continues from its newest checkpoint instead.
+Existing = Literal["refuse", "skip", "overwrite"]
+
+
+def finished(jobs: Sequence[Job], existing: Existing = "refuse", resume: bool = False) -> list[Job]:
+    """The JOBS whose ok result exists and is kept (with existing="skip"); raises, before any
+    work, when one exists and neither --skip-existing, --overwrite nor --resume says what to
+    do with it."""
+    done = [job for job in jobs if results.holds_ok(job.result_path)]
+    if existing == "skip":
+        return done
+    if done and existing == "refuse" and not resume:
+        more = f" (and {len(done) - 1} other run(s) of this command)" if len(done) > 1 else ""
+        flags = "--skip-existing to keep it, --overwrite to run it again" + (
+            ", or --resume to continue from its newest checkpoint" if done[0].trains else ""
+        )
+        raise BenchmarkError(
+            f"The ok result {done[0].result_path} of this run already exists{more}; add {flags}."
+        )
+    return []
 
 
 def preflight(reg: Registry, jobs: Sequence[Job], resume: bool = False) -> list[str]:

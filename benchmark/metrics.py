@@ -80,6 +80,7 @@ def recall_metrics(ev: Evaluation) -> dict[str, Any]:
 
 
 RECALL_AT = (("R@1", 1), ("R@5", 5), ("R@10", 10), ("R@1%", "R@1%_k"))
+RECALLS = tuple(key for key, _ in RECALL_AT)
 METRICS = [
     MetricSpec(
         "recall",

@@ -202,7 +202,8 @@ def dump(result: RunResult, path: Path) -> None:
         fh.write("\n")
 
 
-def _holds_ok(path: Path) -> bool:
+def holds_ok(path: Path) -> bool:
+    """Whether PATH is a result file with status ok."""
     try:
         return json.loads(path.read_text()).get("status") == "ok"
     except (OSError, ValueError, AttributeError):
@@ -215,7 +216,7 @@ def write(result: RunResult, results_dir: Path) -> Path:
     (``<stem>.failed.json``); an `ok` result removes such leftovers."""
     folder = Path(results_dir)
     path = folder / result.filename()
-    if result.status != "ok" and _holds_ok(path):
+    if result.status != "ok" and holds_ok(path):
         path = folder / f"{result.stem()}.{result.status}.json"
     dump(result, path)
     if result.status == "ok":

@@ -4,10 +4,12 @@ plugin never stops the others; its result says what went wrong."""
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,17 @@ from benchmark.data.transforms import InputPipeline
 from benchmark.descriptors import descriptor_meta, save_descriptors
 from benchmark.errors import BenchmarkError, user_message
 from benchmark.evaluate import EvalReport, evaluate, evaluate_saved, ground_protocol
-from benchmark.jobs import Job, load_dataset, lock, plan, preflight, resolve_device
+from benchmark.jobs import (
+    Existing,
+    Job,
+    finished,
+    load_dataset,
+    lock,
+    plan,
+    preflight,
+    resolve_device,
+)
+from benchmark.metrics import RECALLS
 from benchmark.profiling import profile_model, timing
 from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
@@ -324,6 +336,27 @@ def save_companions(result: results.RunResult, cfg: RunConfig, ev: EvalReport) -
     return files
 
 
+@dataclass(frozen=True)
+class Written:
+    """A result file a command wrote, or kept (--skip-existing), with its record."""
+
+    path: Path
+    result: results.RunResult
+    skipped: bool = False
+
+
+def results_json(written: Sequence[Written]) -> str:
+    """What ``run --format json`` prints: per run its result file, whether it was skipped
+    and its record (the file's content)."""
+    return json.dumps(
+        [
+            {"path": str(w.path), "skipped": w.skipped, "result": w.result.model_dump(mode="json")}
+            for w in written
+        ],
+        indent=2,
+    )
+
+
 def run_all(
     reg: Registry,
     configs: list[RunConfig],
@@ -331,17 +364,31 @@ def run_all(
     weights: Path | None = None,
     debug: bool = False,
     descriptors: Path | None = None,
+    existing: Existing = "refuse",
+    written: list[Written] | None = None,
 ) -> int:
     """Run every config, write each result, print a summary. Exit code: 0 every run ok; 1
-    some run failed; 128 + N when signal N kept a run from completing (see interrupt.py)."""
+    some run failed; 128 + N when signal N kept a run from completing (see interrupt.py).
+    EXISTING says what to do with a run whose ok result exists (see jobs.finished); each
+    result written or kept is appended to WRITTEN."""
+    written = [] if written is None else written
     jobs = [plan(reg, cfg, weights, descriptors) for cfg in configs]
-    for note in preflight(reg, jobs, resume):
+    kept = {job.identity.stem for job in finished(jobs, existing, resume)}
+    todo = [job for job in jobs if job.identity.stem not in kept]
+    for note in preflight(reg, todo, resume):
         print(note, file=sys.stderr, flush=True)
     world = distributed.init(configs[0].device)
-    held = lock(jobs) if world.is_main else []
+    held = lock(todo) if world.is_main else []
     try:
+        for job in jobs:
+            if job.identity.stem in kept and world.is_main:
+                kept_result = results.load(job.result_path)
+                print(f"== {_title(job.cfg)}: its ok result exists, skipped", flush=True)
+                print(summary_line(kept_result), flush=True)
+                print(f"   result: {job.result_path}", flush=True)
+                written.append(Written(job.result_path, kept_result, True))
         with interrupt.stop_on_signals():
-            return _run_each(reg, jobs, resume, debug, world)
+            return _run_each(reg, todo, resume, debug, world, written)
     finally:
         for run_lock in held:
             run_lock.release()
@@ -354,9 +401,13 @@ def import_failures(reg: Registry, names: list[str]) -> dict[str, str]:
 
 
 def record_import_failures(
-    reg: Registry, failures: dict[str, str], configs: list[RunConfig]
+    reg: Registry,
+    failures: dict[str, str],
+    configs: list[RunConfig],
+    written: list[Written] | None = None,
 ) -> int:
-    """Write a failed result for each method whose package failed to load; 1 if there was one."""
+    """Write a failed result for each method whose package failed to load (appended to
+    WRITTEN); 1 if there was one."""
     for name, error in failures.items():
         like = configs[0]
         result = results.RunResult(
@@ -374,6 +425,8 @@ def record_import_failures(
             git_commit=results.git_commit(),
         )
         path = results.write(result, like.results_dir)
+        if written is not None:
+            written.append(Written(path, result))
         print(summary_line(result), file=sys.stderr, flush=True)
         print(f"   result: {path}", flush=True)
     return 1 if failures else 0
@@ -404,16 +457,23 @@ def write_result(result: results.RunResult, results_dir: Path) -> Path:
             ) from exc
 
 
+def _title(cfg: RunConfig) -> str:
+    return f"{cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}"
+
+
 def _run_each(
-    reg: Registry, jobs: list[Job], resume: bool, debug: bool, world: distributed.World
+    reg: Registry,
+    jobs: list[Job],
+    resume: bool,
+    debug: bool,
+    world: distributed.World,
+    written: list[Written],
 ) -> int:
     failed = stopped = 0
     for index, job in enumerate(jobs):
         cfg = job.cfg
         if world.is_main:
-            print(
-                f"== {cfg.plugin} [{cfg.variant}, {cfg.regime} regime] on {cfg.dataset}", flush=True
-            )
+            print(f"== {_title(cfg)}", flush=True)
         result = execute(reg, job, resume=resume)
         if not world.is_main:
             if result.status == "failed":
@@ -422,6 +482,7 @@ def _run_each(
                 return interrupt.exit_code(signum)
             continue
         path = write_result(result, cfg.results_dir)
+        written.append(Written(path, result))
         reg.hook.benchmark_on_result(result=result, path=path)
         print(
             summary_line(result),
@@ -466,11 +527,17 @@ def _run_each(
 
 
 def summary_line(result: results.RunResult) -> str:
-    """One human line: recall, cost and time, or the error."""
+    """One human line: recall, the other metrics the leaderboard shows as columns (a
+    method's own included), cost and time, or the error."""
     if result.status != "ok":
         return f"   {result.status.upper()}: {result.error}"
     m, p = result.metrics, result.profile
-    parts = [f"{k} {m[k]:.2f}" for k in ("R@1", "R@5", "R@10", "R@1%") if k in m]
+    parts = [f"{k} {m[k]:.2f}" for k in RECALLS if k in m]
+    parts += [
+        f"{d.header} {m[d.key]:.{d.digits}f}"
+        for d in result.display
+        if d.column and d.key not in RECALLS and isinstance(m.get(d.key), int | float)
+    ]
     if p:
         parts += [
             f"params {p.get('params_m', 0):.2f} M",

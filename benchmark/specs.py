@@ -186,6 +186,13 @@ class ModelSpec:
                 )
                 raise ValueError(f"variant {variant!r} has invalid options ({problems})") from None
 
+    def changes(self, variant: str) -> dict[str, tuple[Any, Any]]:
+        """The options VARIANT sets to other values than the paper variant does, as
+        {option: (paper value, variant value)}."""
+        paper = self.options(**self.variants.get("paper", {})).model_dump()
+        other = self.options(**self.variants[variant]).model_dump()
+        return {k: (paper[k], v) for k, v in other.items() if paper.get(k) != v}
+
 
 @dataclass(frozen=True, config=STRICT)
 class DatasetSpec:

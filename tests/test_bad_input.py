@@ -40,8 +40,9 @@ def results_of(tmp: Path) -> Path:
 def synthetic(tmp: Path, *extra: str, command: str = "run") -> list[str]:
     """A one-epoch tiny SAFA run on the tiny synthetic world."""
     world = [f"dataset_options.{k}={json.dumps(v)}" for k, v in TINY_WORLD.items()]
+    training = ["--batch-size", "4"] if command == "run" else []
     return [
-        command, "--plugins", "safa", "--batch-size", "4", "--limit", "8", "--device", "cpu",
+        command, "--plugins", "safa", *training, "--limit", "8", "--device", "cpu",
         "--results-dir", str(results_of(tmp)), "--set", "profile=false",
         *[a for kv in world for a in ("--set", kv)], *extra,
     ]  # fmt: skip

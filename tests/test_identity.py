@@ -189,10 +189,11 @@ def test_differences_name_each_setting() -> None:
 
 
 def args_for(results_dir: Path, *extra: str, command: str = "run") -> list[str]:
-    """A tiny SAFA run (2 epochs of 2 steps) on the tiny world."""
+    """A tiny SAFA run (2 epochs of 2 steps) on the tiny world, or its evaluation."""
     world = [f"dataset_options.{k}={json.dumps(v)}" for k, v in TINY_WORLD.items()]
+    training = ["--epochs", "2", "--batch-size", "4"] if command == "run" else []
     return [
-        command, "--plugins", "safa", "--epochs", "2", "--batch-size", "4", "--limit", "8",
+        command, "--plugins", "safa", *training, "--limit", "8",
         "--device", "cpu", "--results-dir", str(results_dir), "--set", "profile=false",
         "--set", "selection=last",
         *[a for kv in world for a in ("--set", kv)], *extra,
@@ -228,7 +229,8 @@ def test_a_failure_never_replaces_an_ok_result(
     assert "typo.safetensors' does not exist" in capsys.readouterr().err
     assert (tmp_path / name).read_bytes() == before
 
-    # the same run failing (a full disk while extracting): its record goes beside the ok one
+    # the same run again, failing (a full disk while extracting): its record goes beside
+    args = [*args, "--overwrite"]
     assert cli(args, monkeypatch, "evaluate:1:enospc") == 1
     found = records(tmp_path)
     stem = name.removesuffix(".json")
@@ -272,6 +274,41 @@ def test_resume_continues_only_the_same_run(
     (result,) = [r for r in records(tmp_path).values() if r.status == "ok"]
     assert (result.training["resumed_from"], result.training["resumed_step"]) == (1, 1)
     assert result.config["epochs"] == 2 and result.config["lr"] == 1e-3  # what was applied
+
+    # the run is done: the same command again would start it over, so it is refused
+    assert cli(args, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "--skip-existing" in err and "--overwrite" in err and "--resume" in err
+
+
+def test_an_ok_result_is_kept_unless_a_flag_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    args = args_for(tmp_path, "--epochs", "0")
+    assert cli([*args, "--format", "json"], monkeypatch) == 0
+    out = capsys.readouterr()
+    (entry,) = json.loads(out.out)  # stdout holds the JSON only; the human lines go to stderr
+    path = Path(entry["path"])
+    assert entry["skipped"] is False and entry["result"]["status"] == "ok"
+    assert entry["result"] == json.loads(path.read_text()) and "== safa" in out.err
+    before = path.read_bytes()
+
+    assert cli(args, monkeypatch) == 2  # refused before any work
+    err = capsys.readouterr().err
+    assert f"The ok result {path} of this run already exists" in err and "Traceback" not in err
+    assert (
+        "--skip-existing" in err and "--overwrite" in err and "--resume" not in err
+    )  # no training
+    assert path.read_bytes() == before
+
+    assert cli([*args, "--skip-existing", "--format", "json"], monkeypatch) == 0
+    (kept,) = json.loads(capsys.readouterr().out)
+    assert kept["skipped"] is True and kept["result"] == entry["result"]
+    assert path.read_bytes() == before
+
+    assert cli([*args, "--overwrite"], monkeypatch) == 0
+    assert "R@1" in capsys.readouterr().out
+    assert RunResult.model_validate_json(path.read_text()).status == "ok"
 
 
 def test_resume_refuses_a_checkpoint_folder_without_an_identity(

@@ -205,6 +205,42 @@ def test_tuning_search_is_a_table_and_each_row_names_its_tuned_setting(tmp_path:
     assert by_label["safa"].y == (25.0, 65.0)
 
 
+def test_a_row_names_the_settings_it_does_not_share_with_its_section(tmp_path: Path) -> None:
+    config = {"epochs": 6, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "loss": "x"}
+    folder = _write(
+        tmp_path / "r",
+        _result("safa", 0, 50.0, config=config),
+        _result("safa", 1, 52.0, config=config),
+        _result("saig", 0, 30.0, config={**config, "epochs": 2}),
+    )
+    section = render(folder, tmp_path)[0].split("## cvusa / test")[1]
+    assert "; epochs 6; batch 8;" in section  # the section's setting: what most runs had
+    assert "names what differs under setting" in section
+    headers = _row(section, "| method")
+    assert _row(section, "| [saig]")[headers.index("setting")] == "epochs=2"
+    assert _row(section, "| [safa]")[headers.index("setting")] == "-"
+
+
+def test_a_latency_timed_under_load_is_marked_as_not_comparable(tmp_path: Path) -> None:
+    quiet = {"params_m": 2.0, "gmacs": 0.3, "latency_ms": 2.7, "load_per_core": 0.4}
+    busy = {**quiet, "latency_ms": 187.7, "load_per_core": 3.2}
+    folder = _write(
+        tmp_path / "r",
+        _result("safa", 0, 50.0, profile=busy),
+        _result("saig", 0, 30.0, profile=quiet),
+    )
+    text = render(folder, tmp_path)[0]
+    section, cost = text.split("## cvusa / test")[1].split("## Cost")
+    headers = _row(section, "| method")
+    assert _row(section, "| [safa]")[headers.index("latency ms")] == "187.7 †"
+    assert _row(section, "| [saig]")[headers.index("latency ms")] == "2.7"
+    note = "† latency timed while the 1-minute load average was above 1.5 per core (safa tiny 3.20)"
+    assert note in section and note in cost and "not comparable" in cost
+    headers = _row(cost, "| method")
+    assert _row(cost, "| [safa]")[headers.index("latency ms")] == "187.7 †"
+    assert _row(cost, "| [saig]")[headers.index("latency ms")] == "2.7"
+
+
 def test_pareto_front_keeps_only_undominated_points() -> None:
     pts = [Point("a", 1.0, 10.0, 0), Point("b", 2.0, 5.0, 0), Point("c", 3.0, 20.0, 0)]
     assert [p.label for p in pareto_front(pts)] == ["a", "c"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -211,18 +212,27 @@ def test_table_shows_reported_beside_measured() -> None:
         "flop_counter": "fvcore x",
         "reported_cost": dict(SAFA_SPEC.card.reported_cost),
     }
-    table = render_profile_table([row])
+    table = render_profile_table([row], wide=True)
     head, _, line = table.splitlines()[:3]
     cells = dict(zip(_cells(head), _cells(line), strict=True))
     assert (cells["params M"], cells["paper M"]) == ("29.53", "29.50")
     assert cells["GMACs"] == "42.25" and cells["paper G (unit, input)"].startswith("42.24 (MACs")
     assert cells["Δ compute"] == "+0.0%"  # the paper's MACs compared with our GMACs, same config
-    shared = render_profile_table([{**row, "variant": "128x512", "gmacs": 40.1}])
+    shared = render_profile_table([{**row, "variant": "128x512", "gmacs": 40.1}], wide=True)
     shared_cells = dict(zip(_cells(head), _cells(shared.splitlines()[2]), strict=True))
     assert shared_cells["Δ compute"] == "-"  # not the configuration the paper measured
     assert "max_pool2d x10" in table
-    other = render_profile_table([{**row, "variant": "tiny"}]).splitlines()[2]
+    other = render_profile_table([{**row, "variant": "tiny"}], wide=True).splitlines()[2]
     assert dict(zip(_cells(head), _cells(other), strict=True))["Δ compute"] == "-"
+
+    # the default table fits an 80-column terminal, the paper's deltas in the cells
+    narrow = render_profile_table([row, {**row, "plugin": "raw-pixels", "variant": "shallow-gap"}])
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    head, _, line = narrow.splitlines()[:3]
+    cells = dict(zip(re.split(r"\s{2,}", head), re.split(r"\s{2,}", line), strict=True))
+    assert cells["params M"] == "29.53 (+0.1%)" and cells["GMACs"] == "42.25 (+0.0%)"
+    assert cells["latency ms"] == "500.0" and "paper M" not in cells and "max_pool2d" not in narrow
+    assert "--wide" in narrow
 
 
 def test_unknown_variant_is_a_clear_error(capsys) -> None:
@@ -248,7 +258,7 @@ def test_profile_goes_through_the_config_system(capsys, monkeypatch, tmp_path) -
     paper_row = {**ablation, "variant": SAFA_SPEC.card.reported_cost.get("variant", "paper")}
 
     def delta(row: dict) -> str:
-        head, _, line = render_profile_table([row]).splitlines()[:3]
+        head, _, line = render_profile_table([row], wide=True).splitlines()[:3]
         return dict(zip(_cells(head), _cells(line), strict=True))["Δ params"]
 
     assert delta({**paper_row, "model_overrides": {}}) != "-"

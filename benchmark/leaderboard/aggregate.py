@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,13 @@ ROW_KEYS = ["method", "variant", "regime", "settings"]
 ALIGNED = "aligned"
 UNKNOWN = "unknown-orientation"
 Stats = tuple[float, float, int]
+# A latency timed while the 1-minute load average exceeded this many runnable tasks per core
+# was measured on a busy machine: the run's own threads account for at most 1 per core, so
+# above 1.5 other work shared the cores and slowed it by an unknown factor.
+BUSY_LOAD = 1.5
+# Settings a section's header states once, as the value most of its runs have (with every
+# dataset option); a row that ran with another value names it in its setting cell.
+STATED = ("epochs", "batch_size", "optimizer", "lr", "schedule", "limit")
 
 
 def numbers(values: pd.Series) -> list[float]:
@@ -81,8 +89,34 @@ def row_settings(section: pd.DataFrame) -> pd.Series:
     return pd.Series(rows, index=section.index, dtype=str)
 
 
+def busy_load(runs: pd.DataFrame) -> float | None:
+    """The highest load per core above BUSY_LOAD under which a latency of RUNS was timed,
+    or None when every one was timed on a quiet machine (or the load is not recorded)."""
+    timed = runs[runs.latency_ms.notna()] if "latency_ms" in runs else runs.iloc[:0]
+    loads = numbers(timed.get("load_per_core", pd.Series(dtype=float)))
+    return max(loads) if loads and max(loads) > BUSY_LOAD else None
+
+
+def _stated(key: str) -> bool:
+    return key in STATED or key.startswith("dataset_options.")
+
+
+def common_settings(section: pd.DataFrame) -> dict[str, Any]:
+    """The value most runs of SECTION have for each setting its header states (ties: the
+    first in JSON order; None where most runs do not set it)."""
+    parsed = [json.loads(s) for s in section.settings]
+    common = {}
+    for key in sorted({k for p in parsed for k in p if _stated(k)}):
+        counts = Counter(json.dumps(p.get(key), sort_keys=True) for p in parsed)
+        common[key] = json.loads(min(counts, key=lambda v: (-counts[v], v)))
+    return common
+
+
 def aggregate(
-    section: pd.DataFrame, shown: list[MetricDisplay], tracks: list[str]
+    section: pd.DataFrame,
+    shown: list[MetricDisplay],
+    tracks: list[str],
+    tuned: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """One row per (method, variant, regime, settings): mean/std/count of every declared
     metric under the aligned protocol and under each robustness protocol in TRACKS."""
@@ -106,12 +140,14 @@ def aggregate(
         }
         row["profile"] = {p: stats(main[p]) for p, _, _ in PROFILE}
         row["training"] = training_curve(aligned.get("curve", absent))
+        row["busy_load"] = busy_load(main)
         row["tracks"] = {
             t: {m: stats(g[g.protocol == t].get(METRIC + m, absent)) for m in scalars}
             for t in tracks
         }
         rows.append(row)
-    _label(rows)
+    aligned = section[section.protocol == ALIGNED]
+    _label(rows, common_settings(section if aligned.empty else aligned), tuned)
     rank = ranking(shown)
     return sorted(rows, key=lambda row: _rank(row, tracks, rank))
 
@@ -160,8 +196,10 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _label(rows: list[dict[str, Any]]) -> None:
-    """Name what tells apart rows of one method/variant/regime (e.g. 'head=gap')."""
+def _label(rows: list[dict[str, Any]], common: dict[str, Any], tuned: frozenset[str]) -> None:
+    """Name what tells apart rows of one method/variant/regime (e.g. 'head=gap'), and the
+    settings in which a row differs from the section's COMMON ones (e.g. 'epochs=2'), but
+    for the TUNED ones (each method's own by design, shown in a column of their own)."""
     families: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         families.setdefault((row["method"], row["variant"], row["regime"]), []).append(row)
@@ -170,6 +208,13 @@ def _label(rows: list[dict[str, Any]]) -> None:
         keys = sorted({k for p in parsed for k in p})
         varying = [k for k in keys if len({json.dumps(p.get(k)) for p in parsed}) > 1]
         for row, p in zip(family, parsed, strict=True):
+            own = [
+                k
+                for k, v in common.items()
+                if k not in varying
+                and k not in tuned
+                and json.dumps(p.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)
+            ]
             row["label"] = ", ".join(
-                f"{k.removeprefix('model.')}={_value(p.get(k))}" for k in varying
+                f"{k.removeprefix('model.')}={_value(p.get(k))}" for k in [*varying, *own]
             )

@@ -147,6 +147,7 @@ def run_row(path: Path, r: RunResult) -> dict[str, Any]:
     }
     for key, _, _ in PROFILE:
         row[key] = r.profile.get(key)
+    row["load_per_core"] = r.profile.get("load_per_core")
     return row
 
 

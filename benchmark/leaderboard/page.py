@@ -3,6 +3,7 @@ the methods' cards, all from the result files (the cards are the snapshots they 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -13,8 +14,11 @@ import pandas as pd
 
 from benchmark.leaderboard.aggregate import (
     ALIGNED,
+    BUSY_LOAD,
     UNKNOWN,
     aggregate,
+    busy_load,
+    common_settings,
     displays,
     first,
     present,
@@ -91,28 +95,61 @@ def _distinct(values: pd.Series, fmt: Any = str) -> str:
     return " / ".join(escape(v) for v in seen) if seen else "-"
 
 
-def _setting(section: pd.DataFrame) -> str:
-    """One paragraph stating the settings every row of the section was run under."""
+def _setting(section: pd.DataFrame, labelled: bool, tuned: list[str]) -> str:
+    """One paragraph stating the settings the rows of the section were run under: the value
+    most runs have, a row that differs naming its own in its setting cell (when LABELLED)."""
     threads = section.threads.map(lambda t: f" ({int(t)} threads)" if pd.notna(t) else "")
     devices = _distinct(section.device.astype(str) + threads)
-    options = sorted(set(section.dataset_options))
+    common = common_settings(section)
+
+    def stated(key: str, fmt: Any = str) -> str:
+        if key in tuned:
+            return "tuned per method"
+        return "-" if common.get(key) is None else escape(fmt(common[key]))
+
+    options = {
+        k.removeprefix("dataset_options."): v
+        for k, v in common.items()
+        if k.startswith("dataset_options.") and v is not None
+    }
     parts = [
         f"regime {_distinct(section.regime)}",
-        f"epochs {_distinct(section.epochs, lambda v: str(int(v)))}",
-        f"batch {_distinct(section.batch_size, lambda v: str(int(v)))}",
-        f"optimizer {_distinct(section.optimizer)} (lr {_distinct(section.lr, lambda v: f'{v:g}')}"
-        f", {_distinct(section.schedule)} schedule)",
+        f"epochs {stated('epochs')}",
+        f"batch {stated('batch_size')}",
+        f"optimizer {stated('optimizer')} (lr {stated('lr', lambda v: f'{v:g}')}"
+        f", {stated('schedule')} schedule)",
         f"train pairs {_distinct(section.train_pairs, lambda v: str(int(v)))}",
         f"test {_distinct(section.test_queries, lambda v: str(int(v)))} queries / "
         f"{_distinct(section.test_references, lambda v: str(int(v)))} references",
         f"device {devices}",
         f"seeds {_distinct(section.seed, lambda v: str(int(v)))}",
     ]
-    if section.limit.notna().any():
-        parts.append(f"limit {_distinct(section.limit, lambda v: str(int(v)))}")
-    if options != ["{}"]:
-        parts.append(f"dataset options {code(' / '.join(options))}")
-    return "Setting: " + "; ".join(parts) + ". Input sizes (ground / aerial) and polar per row."
+    if common.get("limit") is not None:
+        parts.append(f"limit {stated('limit')}")
+    if options:
+        parts.append(f"dataset options {code(json.dumps(options, sort_keys=True))}")
+    own = " A row that ran otherwise names what differs under setting." if labelled else ""
+    return (
+        "Setting: " + "; ".join(parts) + f". Input sizes (ground / aerial) and polar per row.{own}"
+    )
+
+
+def _latency(mean: float, load: float | None) -> str:
+    """A latency cell, marked when it was timed on a busy machine (see _load_note)."""
+    return number(mean, 1) + (" †" if load is not None else "")
+
+
+def _load_note(loads: dict[str, float]) -> list[str]:
+    """The footnote under a table whose marked latencies were timed under LOADS (by row)."""
+    if not loads:
+        return []
+    listed = ", ".join(f"{escape(name)} {load:.2f}" for name, load in loads.items())
+    return [
+        f"† latency timed while the 1-minute load average was above {BUSY_LOAD:g} per core "
+        f"({listed}): other work shared the cores, so it is slower by an unknown factor and "
+        "not comparable with other latencies.",
+        "",
+    ]
 
 
 def _robustness(section: pd.DataFrame, tracks: list[str], rank: MetricDisplay) -> str:
@@ -177,7 +214,7 @@ def _section(
     columns = [d for d in shown if d.column]
     metrics = present(aligned, columns)
     track_columns = present(section[section.protocol != ALIGNED], columns)
-    rows = aggregate(section, shown, tracks)
+    rows = aggregate(section, shown, tracks, frozenset(keys))
     with_label = any(r["label"] for r in rows)
     headers = ["method", "variant", *(["setting"] if with_label else []), "regime"]
     headers += ["input g / a", "polar", "loss", *(["tuned"] if keys else [])]
@@ -201,7 +238,12 @@ def _section(
         ]
         if ranked:
             cells += [runs(row["tracks"][t][rank.key], rank.digits) for t in tracks]
-        cells += [number(row["profile"][p][0], d) for p, _, d in PROFILE]
+        cells += [
+            _latency(row["profile"][p][0], row["busy_load"])
+            if p == "latency_ms"
+            else number(row["profile"][p][0], d)
+            for p, _, d in PROFILE
+        ]
         cells += [number(row["descriptor_dim"], 0)]
         if ranked:
             paper = cards.reported(row["method"], dataset, split).get(rank.key)
@@ -212,7 +254,7 @@ def _section(
         body.append(cells)
     title = f"{escape(dataset)} / {escape(split)}"
     intro = "Evaluation protocol: aligned." if metrics else "No aligned runs here."
-    lines = [f"## {title}", "", f"{intro} {_setting(main)}", ""]
+    lines = [f"## {title}", "", f"{intro} {_setting(main, with_label, keys)}", ""]
     if ranked and any(d is rank for d in metrics):
         lines += [
             f"≈ after {rank.header}: Welch's t-test over the seeds cannot tell this row from "
@@ -223,6 +265,8 @@ def _section(
         lines += [_robustness(section, tracks, rank), ""]
     lines.append(table(body, headers))
     lines.append("")
+    busy = {f"{r['method']} {r['variant']}": r["busy_load"] for r in rows if r["busy_load"]}
+    lines += _load_note(busy)
     plotted = present(aligned, [d for d in shown if d.plot])
     shown_rows = [r for r in rows if r["seeds"]]
     plots = section_plots(shown_rows, plotted, rank, f"{dataset} / {split}", slug(dataset, split))
@@ -295,7 +339,7 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
         "method", "variant", "input g / a", "profiled runs", "params M", "GMACs", "latency ms",
         "dim", "paper params M", "Δ params", "paper G (unit, input)",
     ]  # fmt: skip
-    body = []
+    body, busy = [], {}
     for (method, variant, _), g in ok.groupby(["method", "variant", "model_settings"], sort=True):
         card = cards.cards.get(method)
         rep = dict(card.reported_cost) if card else {}
@@ -316,13 +360,15 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
                 str(params[2]),
                 number(params[0], 2),
                 number(stats(g.gmacs)[0], 2),
-                number(stats(g.latency_ms)[0], 1),
+                _latency(stats(g.latency_ms)[0], load := busy_load(g)),
                 number(first(g.descriptor_dim), 0),
                 number(paper_m, 2) + computed if paper_m else "-",
                 delta,
                 escape(compute),
             ]
         )
+        if load is not None:
+            busy[f"{method} {variant}"] = load
     return [
         "## Cost",
         "",
@@ -334,6 +380,7 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
         "",
         table(body, headers),
         "",
+        *_load_note(busy),
     ]
 
 
