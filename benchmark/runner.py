@@ -38,7 +38,7 @@ from benchmark.profiling import profile_model, timing
 from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
 from benchmark.tracking import RunLog
-from benchmark.train import train
+from benchmark.training.loop import train
 from benchmark.weights import checkpoint_follows, load_weights
 
 

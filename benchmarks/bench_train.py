@@ -10,7 +10,7 @@ learning-rate schedule (so both follow the same weights) and the same loss. The 
 harness's fixed cost per epoch (a checkpoint, ~30 ms for the tiny SAFA) weighs about as
 much as in use rather than dominating 4-step epochs:
 
-  training    benchmark.train.train (schedule, checkpoint every epoch, progress bar)
+  training    benchmark.training.loop.train (schedule, checkpoint every epoch, progress bar)
               vs forward, loss, zero_grad, backward, step, schedule step
   extraction  benchmark.evaluate.extract vs a loop of embed calls under inference_mode
 
@@ -42,7 +42,7 @@ from benchmark.data.transforms import InputPipeline  # noqa: E402
 from benchmark.evaluate import extract  # noqa: E402
 from benchmark.registry import registry  # noqa: E402
 from benchmark.runner import load_dataset  # noqa: E402
-from benchmark.train import build_optimizer, build_schedule, train  # noqa: E402
+from benchmark.training.loop import build_optimizer, build_schedule, train  # noqa: E402
 
 GOAL = 0.95
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark import train as train_module
 from benchmark.config import RunConfig, model_options, resolve
 from benchmark.data.base import carve_validation
 from benchmark.data.synthetic import build_synthetic
@@ -24,7 +23,8 @@ from benchmark.evaluate import evaluate
 from benchmark.registry import build_registry
 from benchmark.results import RunResult
 from benchmark.runner import run_job
-from benchmark.train import best_epoch, validation_r1
+from benchmark.training import loop as train_module
+from benchmark.training.loop import best_epoch, validation_r1
 from tests.conftest import TINY_WORLD
 
 
