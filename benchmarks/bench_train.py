@@ -42,7 +42,8 @@ from benchmark.data.transforms import InputPipeline  # noqa: E402
 from benchmark.evaluate import extract  # noqa: E402
 from benchmark.registry import registry  # noqa: E402
 from benchmark.runner import load_dataset  # noqa: E402
-from benchmark.training.loop import build_optimizer, build_schedule, train  # noqa: E402
+from benchmark.training.loop import train  # noqa: E402
+from benchmark.training.optim import build_optimizer, build_schedule  # noqa: E402
 
 GOAL = 0.95
 

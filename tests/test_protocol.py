@@ -14,7 +14,7 @@ from benchmark.config import RunConfig, resolve
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
 from benchmark.runner import run_job
-from benchmark.training.loop import Precision, precision_policy
+from benchmark.training.step import Precision, precision_policy
 
 
 @pytest.fixture(scope="module")
