@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 pairs, batch_size=batch, sampler=sampler, drop_last=True, collate_fn=batched
             )
             opt = build_optimizer(cfg, model)
-            schedule = build_schedule(cfg, opt, len(loader) * cfg.epochs)
+            schedule = build_schedule(cfg, opt, len(loader))
             model.train()
             for epoch in range(cfg.epochs):
                 sampler.set_epoch(epoch)
