@@ -40,8 +40,8 @@ from benchmark.config import model_options, resolve  # noqa: E402
 from benchmark.data.loader import EpochShuffle, PairDataset, ViewDataset, batched  # noqa: E402
 from benchmark.data.transforms import InputPipeline  # noqa: E402
 from benchmark.evaluate import extract  # noqa: E402
+from benchmark.jobs import load_dataset  # noqa: E402
 from benchmark.registry import registry  # noqa: E402
-from benchmark.runner import load_dataset  # noqa: E402
 from benchmark.training.loop import train  # noqa: E402
 from benchmark.training.optim import build_optimizer, build_schedule  # noqa: E402
 
