@@ -24,7 +24,7 @@ from benchmark.errors import BenchmarkError, user_message
 from benchmark.evaluate import EvalReport, evaluate, evaluate_saved, ground_protocol
 from benchmark.jobs import Job, load_dataset, resolve_device
 from benchmark.model import CrossViewModel
-from benchmark.profiling import profile_model, timing
+from benchmark.profiling.measuring import profile_model, timing
 from benchmark.registry import Registry
 from benchmark.retrieval import save_retrieval
 from benchmark.specs import MetricSpec

@@ -19,7 +19,7 @@ import time
 import torch
 
 from benchmark.model import CrossViewModel
-from benchmark.profiling import profile_model, variant_options
+from benchmark.profiling.measuring import profile_model, variant_options
 from benchmark.registry import registry
 
 TOLERANCE = 0.10

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark import profiling
 from benchmark.cli import main
 from benchmark.model import CrossViewModel, l2n
-from benchmark.profiling import (
+from benchmark.profiling import measuring as profiling
+from benchmark.profiling.measuring import (
     PROFILE_KEYS,
     count_macs,
     count_parameters,
