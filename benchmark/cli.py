@@ -536,7 +536,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Cost figures of each plugin at its resolved settings."""
-    from benchmark.profiling.measuring import profile_command
+    from benchmark.profiling.reporting import profile_command
 
     return profile_command(_resolved(args), args.format, args.wide)
 
