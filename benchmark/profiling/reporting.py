@@ -14,17 +14,11 @@ from tabulate import tabulate
 from benchmark.errors import BenchmarkError
 from benchmark.profiling.counting import flop_counter_name
 from benchmark.profiling.measuring import profile_model, timing
+from benchmark.reported import compare_cost, model_overrides
 from benchmark.reported import fmt as _fmt
-from benchmark.reported import reported_compute
 
 if TYPE_CHECKING:
     from benchmark.config import Resolved
-
-
-def _delta(measured: float | None, reported: Any) -> str:
-    if measured is None or not isinstance(reported, int | float) or not reported:
-        return "-"
-    return f"{100 * (measured - reported) / reported:+.1f}%"
 
 
 # The columns of the default `profile` table (fits 80 columns); --wide shows every one.
@@ -34,23 +28,20 @@ NARROW = ("plugin", "variant", "params M", "GMACs", "latency ms", "peak MB")
 def _profile_cells(row: Mapping[str, Any]) -> dict[str, str]:
     """Every cell of ROW in the wide table, by header."""
     rep = dict(row.get("reported_cost") or {})
-    paper_g, is_macs, paper_cell = reported_compute(rep)
-    ours = row["gmacs"] if is_macs else row["gflops"]
-    computed = " (computed)" if rep.get("params_is_computed") else ""
-    paper = row.get("variant", "paper") == rep.get("variant", "paper")
-    paper = paper and not row.get("model_overrides")  # an ablation is not the paper's
+    overrides = row.get("model_overrides") or {}
+    paper = compare_cost(rep, row.get("variant", "paper"), overrides, row["params_m"], row["gmacs"])
     g, a = row["input_ground"], row["input_aerial"]
     return {
         "plugin": row.get("plugin") or "-",
         "variant": row.get("variant", "-"),
         "input g / a": f"{g[0]}x{g[1]} / {a[0]}x{a[1]}",
         "params M": _fmt(row["params_m"]),
-        "paper M": _fmt(rep.get("params_m")) + computed if rep.get("params_m") else "-",
-        "Δ params": _delta(row["params_m"], rep.get("params_m")) if paper else "-",
+        "paper M": paper.paper_params,
+        "Δ params": paper.params_delta,
         "GMACs": _fmt(row["gmacs"]),
         "GFLOPs": _fmt(row["gflops"]),
-        "paper G (unit, input)": paper_cell,
-        "Δ compute": _delta(ours, paper_g) if paper else "-",
+        "paper G (unit, input)": paper.paper_compute,
+        "Δ compute": paper.compute_delta,
         "latency ms": _fmt(row["latency_ms"], 1),
         "pairs/s (batch)": f"{_fmt(row['throughput'], 1)} ({row['batch_size']})",
         "peak MB": _fmt(row["peak_memory_mb"], 0),
@@ -67,9 +58,8 @@ def render_profile_table(rows: Sequence[Mapping[str, Any]], wide: bool = False) 
     adds inputs, GFLOPs, the paper's figures (``reported_cost``), throughput and the
     operators fvcore did not count.
 
-    The paper's compute figure is compared with our GMACs when the card says the paper's
-    "GFLOPs" are MACs (``gflops_is_macs``), with our GFLOPs otherwise. Deltas are shown for
-    the variant the card's figures describe (``variant``, default "paper") only.
+    The paper's figures are compared by the rule the leaderboard follows too
+    (benchmark.reported.compare_cost).
     """
     cells = [_profile_cells(row) for row in rows]
     first = rows[0] if rows else {}
@@ -130,7 +120,7 @@ def profile_command(runs: Sequence[Resolved], fmt: str, wide: bool = False) -> i
                 **row,
                 "variant": run.variant,
                 "regime": run.regime,
-                "model_overrides": {k: v for k, v in run.model.items() if k != "pretrained"},
+                "model_overrides": model_overrides(run.model),
                 "reported_cost": dict(spec.card.reported_cost),
             }
         )
