@@ -16,9 +16,11 @@ from benchmark.errors import BenchmarkError
 
 
 def _plugins(value: str) -> list[str]:
-    names = [p.strip() for p in value.split(",") if p.strip()]
+    from benchmark.renames import current_method
+
+    names = [current_method(p.strip()) for p in value.split(",") if p.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"no plugin named in {value!r}; e.g. --plugins safa,saig")
+        raise argparse.ArgumentTypeError(f"no method named in {value!r}; e.g. --plugins safa,saig")
     return names
 
 

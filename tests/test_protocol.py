@@ -28,7 +28,7 @@ def reg():
 # script (train_sam.py) neither clips nor autocasts.
 OFFICIAL = {
     "safa": ("best", None, []),
-    "cvm_net": ("best", None, ["aerial-crop-rotate"]),
+    "cvm-net": ("best", None, ["aerial-crop-rotate"]),
     "l2ltr": ("best", 1.0, []),
     "saig": ("best", None, ["circular-shift"]),
     "aenet": ("last", None, []),
