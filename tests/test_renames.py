@@ -100,3 +100,10 @@ def test_results_under_the_old_name_are_read_and_migrated_under_the_new(
     assert render(folder, tmp_path)[0] == before  # the same page, from current files
     assert main(["leaderboard", "migrate", "--results-dir", str(folder)]) == 0
     assert "0 file(s) migrated" in capsys.readouterr().out
+
+
+def test_the_committed_results_use_current_method_names() -> None:
+    for path in sorted((ROOT / "leaderboard" / "results").glob("*.json")):
+        data = json.loads(path.read_text())
+        assert data["plugin"] not in renames.RENAMED_METHODS, path.name
+        assert results.RunResult(**data).filename() == path.name
