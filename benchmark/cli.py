@@ -61,7 +61,7 @@ def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
     """What chooses a run's settings: plugins, variant, regime, a file and --set."""
     from benchmark import regimes
 
-    p.add_argument("--plugins", type=_plugins, required=True, help="a,b,... or 'all'")
+    p.add_argument("--plugins", type=_plugins, required=True, help="methods: a,b,... or 'all'")
     p.add_argument(
         "--variant",
         default=None,
@@ -379,7 +379,7 @@ def _user_layers(args: argparse.Namespace, *extra: Any) -> list:
 
 
 def _resolved(args: argparse.Namespace, *extra: Any) -> list:
-    """The resolved run of every requested plugin that imported."""
+    """The resolved run of every requested method whose plugin package imported."""
     import torch
 
     from benchmark import regimes
@@ -483,7 +483,7 @@ def _report(args: argparse.Namespace, work: Callable[[list], int]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Train and evaluate every requested plugin."""
+    """Train and evaluate every requested method."""
     from benchmark.registry import registry
     from benchmark.runner import import_failures, record_import_failures, run_all
 
@@ -537,7 +537,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Cost figures of each plugin at its resolved settings."""
+    """Cost figures of each method at its resolved settings."""
     from benchmark.profiling.reporting import profile_command
 
     return profile_command(_resolved(args), args.format, args.wide)

@@ -1,5 +1,5 @@
-"""Runs (plugin, dataset, split) jobs one after another (each in its mode, see modes.py)
-and writes their results. One failing plugin never stops the others; its result says what
+"""Runs (method, dataset, split) jobs one after another (each in its mode, see modes.py)
+and writes their results. One failing method never stops the others; its result says what
 went wrong."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def run_job(
     weights: Path | None = None,
     descriptors: Path | None = None,
 ) -> results.RunResult:
-    """Run one plugin end to end and return its ok, failed or interrupted result; raises only
+    """Run one method end to end and return its ok, failed or interrupted result; raises only
     on a second stop signal (interrupt.Interrupted with at_once).
 
     With DESCRIPTORS (saved by an earlier run) no model is built: they are scored again.

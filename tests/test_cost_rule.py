@@ -31,7 +31,7 @@ def _profile(variant: str, overrides: dict[str, Any], rep: dict[str, Any]) -> di
         "throughput": 1.0, "batch_size": 1, "peak_memory_mb": 1.0, "uncounted_ops": [],
         "model_overrides": overrides, "reported_cost": rep,
     }  # fmt: skip
-    return _cells(render_profile_table([row], wide=True), "| plugin", "| safa")
+    return _cells(render_profile_table([row], wide=True), "| method", "| safa")
 
 
 def _leaderboard(

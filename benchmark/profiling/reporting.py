@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 # The columns of the default `profile` table (fits 80 columns); --wide shows every one.
-NARROW = ("plugin", "variant", "params M", "GMACs", "latency ms", "peak MB")
+NARROW = ("method", "variant", "params M", "GMACs", "latency ms", "peak MB")
 
 
 def _profile_cells(row: Mapping[str, Any]) -> dict[str, str]:
@@ -32,7 +32,7 @@ def _profile_cells(row: Mapping[str, Any]) -> dict[str, str]:
     paper = compare_cost(rep, row.get("variant", "paper"), overrides, row["params_m"], row["gmacs"])
     g, a = row["input_ground"], row["input_aerial"]
     return {
-        "plugin": row.get("plugin") or "-",
+        "method": row.get("plugin") or "-",
         "variant": row.get("variant", "-"),
         "input g / a": f"{g[0]}x{g[1]} / {a[0]}x{a[1]}",
         "params M": _fmt(row["params_m"]),
@@ -106,7 +106,10 @@ def profile_command(runs: Sequence[Resolved], fmt: str, wide: bool = False) -> i
     if fmt not in ("json", "table"):
         raise BenchmarkError(f"Unknown format {fmt!r}; use json or table.")
     if not runs:
-        raise BenchmarkError("No model plugins to profile; install one or name it with --plugins.")
+        raise BenchmarkError(
+            "No method to profile; name one with --plugins (`python -m benchmark list` shows "
+            "the installed ones)."
+        )
     target = resolve_device(runs[0].run.device)
     rows = []
     for resolved in runs:
