@@ -23,9 +23,10 @@ def list_runs(results_dir: Path) -> str:
     found, warnings = read_all(results_dir)
     if not found:
         return f"No results under {str(results_dir)!r}." + "".join("\n" + w for w in warnings)
+    newest_first = sorted(found.items(), key=lambda f: f[1].finished or f[1].started, reverse=True)
     rows = [
         [
-            r.stem(),
+            path.stem,  # the name `results A B` takes, also for a file under an old method name
             f"{r.plugin} ({r.variant}, {r.regime})",
             r.dataset,
             r.split,
@@ -35,7 +36,7 @@ def list_runs(results_dir: Path) -> str:
             _r1(r),
             r.finished or r.started or "-",
         ]
-        for r in sorted(found.values(), key=lambda r: r.finished or r.started, reverse=True)
+        for path, r in newest_first
     ]
     table = tabulate(rows, headers=LIST_HEADERS, tablefmt="simple", disable_numparse=True)
     return table + "".join("\n" + w for w in warnings)

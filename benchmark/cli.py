@@ -16,9 +16,11 @@ from benchmark.errors import BenchmarkError
 
 
 def _plugins(value: str) -> list[str]:
-    names = [p.strip() for p in value.split(",") if p.strip()]
+    from benchmark.renames import current_method
+
+    names = [current_method(p.strip()) for p in value.split(",") if p.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"no plugin named in {value!r}; e.g. --plugins safa,saig")
+        raise argparse.ArgumentTypeError(f"no method named in {value!r}; e.g. --plugins safa,saig")
     return names
 
 
@@ -59,7 +61,7 @@ def _add_config_args(p: argparse.ArgumentParser, regime_default: str) -> None:
     """What chooses a run's settings: plugins, variant, regime, a file and --set."""
     from benchmark import regimes
 
-    p.add_argument("--plugins", type=_plugins, required=True, help="a,b,... or 'all'")
+    p.add_argument("--plugins", type=_plugins, required=True, help="methods: a,b,... or 'all'")
     p.add_argument(
         "--variant",
         default=None,
@@ -377,7 +379,7 @@ def _user_layers(args: argparse.Namespace, *extra: Any) -> list:
 
 
 def _resolved(args: argparse.Namespace, *extra: Any) -> list:
-    """The resolved run of every requested plugin that imported."""
+    """The resolved run of every requested method whose plugin package imported."""
     import torch
 
     from benchmark import regimes
@@ -481,7 +483,7 @@ def _report(args: argparse.Namespace, work: Callable[[list], int]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Train and evaluate every requested plugin."""
+    """Train and evaluate every requested method."""
     from benchmark.registry import registry
     from benchmark.runner import import_failures, record_import_failures, run_all
 
@@ -535,8 +537,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Cost figures of each plugin at its resolved settings."""
-    from benchmark.profiling import profile_command
+    """Cost figures of each method at its resolved settings."""
+    from benchmark.profiling.reporting import profile_command
 
     return profile_command(_resolved(args), args.format, args.wide)
 

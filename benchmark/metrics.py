@@ -152,7 +152,7 @@ def localisation_errors(ev: Evaluation) -> np.ndarray:
 
 
 def metre_metrics(ev: Evaluation) -> dict[str, Any]:
-    """Meter-level accuracy at 1..100 m, median error and the full accuracy curve (percent);
+    """Metre-level accuracy at 1..100 m, median error and the full accuracy curve (percent);
     on multi-city splits also the share of queries whose top-1 is in another city.
 
     ``acc@10m_vigor_scale`` reads the curve at 10 m scaled by the tile side relative to
@@ -187,7 +187,7 @@ METRICS += [
         "metre-accuracy",
         metre_metrics,
         applies=lambda ev: ev.split.ground_xy is not None and ev.split.aerial_xy is not None,
-        description="meter-level accuracy of the top-1 position (+ predicted offset), curve",
+        description="metre-level accuracy of the top-1 position (+ predicted offset), curve",
         display=(
             *(
                 MetricDisplay.percent(f"acc@{t}m", column=t == 10, plot="metres", x=t)

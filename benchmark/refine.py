@@ -2,7 +2,7 @@
 
 A model that sets ``predicts_offsets = True`` provides ``predict_offsets(ground, aerial)``
 -> (B, 2) offsets of the panorama from the tile centre in half-tile units (east, north);
-meter-level metrics then add them, in metres, to the top-1 tile centre. The offsets are
+metre-level metrics then add them, in metres, to the top-1 tile centre. The offsets are
 saved with the ranks (``<result>.retrieval.npz``) and with saved descriptors, so the
 metrics can be recomputed, and descriptors scored again, with the same refinement.
 """

@@ -41,6 +41,7 @@ from benchmark.plugin_checks import (
     returned_specs,
     spec_problems,
 )
+from benchmark.renames import current_method
 from benchmark.specs import DatasetSpec, LossSpec, MetricSpec, ModelSpec
 
 ALLOW_ENV = "CVGL_BENCHMARK_PLUGINS"
@@ -191,6 +192,7 @@ class Registry:
 
     def info(self, kind: str, name: str) -> PluginInfo:
         """The package that provides NAME of KIND (a listed name: without importing it)."""
+        name = _current(kind, name)
         owner = self._owner(kind, name)
         if owner is None:
             unknown = suggest(name, self.names(kind), KINDS[kind])
@@ -198,7 +200,9 @@ class Registry:
         return owner.info
 
     def get(self, kind: str, name: str) -> Any:
-        """The spec of KIND called NAME; raises with close matches or the package's fault."""
+        """The spec of KIND called NAME (a renamed method by its old name too); raises with
+        close matches or the package's fault."""
+        name = _current(kind, name)
         key = (kind, name)
         owner = self._owner(kind, name)
         if owner is None or not owner.info.builtin:
@@ -247,7 +251,7 @@ class Registry:
             methods = [name for (kind, name) in self.claims if kind == "models"]
             methods += [p.info.name for p in self.plugins if p.declared is None]
         found = {}
-        for name in methods:
+        for name in map(current_method, methods):
             try:
                 self.get("models", name)
             except BenchmarkError as exc:
@@ -258,6 +262,7 @@ class Registry:
 
     def provenance(self, method: str) -> PluginInfo:
         """The entry point, package and version that provide METHOD (also when it failed)."""
+        method = current_method(method)
         owner = self._owner("models", method) or next(iter(self._claimants_or_named(method)), None)
         return owner.info if owner is not None else PluginInfo(method, "?", "?")
 
@@ -358,6 +363,11 @@ class Registry:
         if plugin.declared is not None:
             check_declared(plugin.declared, specs, who)
         return specs
+
+
+def _current(kind: str, name: str) -> str:
+    """NAME, or the current name of a renamed method."""
+    return current_method(name) if kind == "models" else name
 
 
 def allowed_plugins() -> set[str] | None:

@@ -1,106 +1,22 @@
-"""Runs (plugin, dataset, split) jobs: build, train, evaluate, profile, record. One failing
-plugin never stops the others; its result says what went wrong."""
+"""Runs (method, dataset, split) jobs one after another (each in its mode, see modes.py)
+and writes their results. One failing method never stops the others; its result says what
+went wrong."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from benchmark import checkpoint, distributed, interrupt, results
+from benchmark import distributed, interrupt, results
 from benchmark.config import RunConfig
-from benchmark.data import images
-from benchmark.data.sources import describe_sources
-from benchmark.data.transforms import InputPipeline
-from benchmark.descriptors import descriptor_meta, save_descriptors
 from benchmark.errors import BenchmarkError, user_message
-from benchmark.evaluate import EvalReport, evaluate, evaluate_saved, ground_protocol
-from benchmark.jobs import (
-    Existing,
-    Job,
-    finished,
-    load_dataset,
-    lock,
-    plan,
-    preflight,
-    resolve_device,
-)
+from benchmark.jobs import Existing, Job, finished, lock, plan, preflight
 from benchmark.metrics import RECALLS
-from benchmark.profiling import profile_model, timing
+from benchmark.modes import execute
 from benchmark.registry import Registry
-from benchmark.retrieval import save_retrieval
-from benchmark.tracking import RunLog
-from benchmark.train import train
-from benchmark.weights import checkpoint_follows, load_weights
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and torch; make CPU kernels deterministic when asked."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-
-
-def build_loss(reg: Registry, cfg: RunConfig) -> Callable[..., torch.Tensor]:
-    """The configured loss; options it does not accept are a clear error."""
-    try:
-        return reg.loss(cfg.loss).build(**cfg.loss_options)
-    except TypeError as exc:
-        raise BenchmarkError(
-            f"Loss {cfg.loss!r} does not accept the options {cfg.loss_options} ({exc}). "
-            "Check --set loss_options.KEY=VALUE."
-        ) from None
-
-
-def _phase_message(stop: interrupt.Interrupted, phase: str, resume_point: str | None) -> str:
-    """What an interrupted record says: where it stopped, the last good state, what next."""
-    name = interrupt.signal_name(stop.signum)
-    if stop.waited:
-        where = (
-            f"during {phase}, after waiting {stop.waited:.0f} s for data once the stop was asked "
-            "for (a file of the dataset may block: a FIFO, a hung network filesystem)"
-        )
-    else:
-        where = f"during {phase}"
-    if resume_point is not None:
-        return (
-            f"Stopped by {name} {where}. The newest checkpoint is {resume_point}; run the same "
-            "command with --resume to continue from it."
-        )
-    return f"Stopped by {name} {where}; nothing of it was kept. Run the same command again."
-
-
-def new_result(reg: Registry, job: Job) -> results.RunResult:
-    """The (not yet run) result of JOB: its identity, file name, config and method record."""
-    cfg, spec = job.cfg, job.spec
-    return results.RunResult(
-        plugin=cfg.plugin,
-        variant=cfg.variant,
-        regime=cfg.regime,
-        dataset=cfg.dataset,
-        split=job.split,
-        seed=cfg.seed,
-        protocol=cfg.protocol,
-        run_id=job.identity.digest,
-        identity=job.identity.settings,
-        status="failed",
-        config=cfg.model_dump(mode="json"),
-        started=results.now(),
-        git_commit=results.git_commit(),
-        card=results.CardSnapshot.of(spec.card),
-        plugin_package=results.PluginPackage.of(reg.provenance(cfg.plugin)),
-    )
 
 
 def result_path(reg: Registry, cfg: RunConfig, weights: Path | None = None) -> Path:
@@ -115,7 +31,7 @@ def run_job(
     weights: Path | None = None,
     descriptors: Path | None = None,
 ) -> results.RunResult:
-    """Run one plugin end to end and return its ok, failed or interrupted result; raises only
+    """Run one method end to end and return its ok, failed or interrupted result; raises only
     on a second stop signal (interrupt.Interrupted with at_once).
 
     With DESCRIPTORS (saved by an earlier run) no model is built: they are scored again.
@@ -139,201 +55,6 @@ def run_job(
             git_commit=results.git_commit(),
         )
     return execute(reg, job, resume)
-
-
-def execute(reg: Registry, job: Job, resume: bool = False) -> results.RunResult:
-    """Run the planned JOB; see run_job."""
-    cfg, spec = job.cfg, job.spec
-    result = new_result(reg, job)
-    images.SKIPPED.clear()
-    phase, trained = "preparation", None
-    try:
-        device = resolve_device(cfg.device)
-        result.env = results.environment(str(device))
-        result.env["deterministic"] = cfg.deterministic
-        seed_everything(cfg.seed, cfg.deterministic and device.type == "cpu")
-        result.env["seeds"] = {k: cfg.seed for k in ("python", "numpy", "torch", "shuffle")}
-        result.env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
-        result.env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
-        result.model_options = job.options.model_dump(mode="json")
-        if job.descriptors is not None and cfg.epochs > 0:
-            raise BenchmarkError(
-                "Saved descriptors are scored without training; use `eval --descriptors PATH`."
-            )
-        world = distributed.current()
-        with interrupt.abortable(interrupt.WAIT_S):
-            deferred = checkpoint_follows() if job.weights is not None else contextlib.nullcontext()
-            with deferred:  # weights that replace every tensor: no pretrained load first
-                model = None if job.descriptors is not None else spec.build(job.options)
-            if model is not None:
-                result.initialisation = model.initialisation
-            if job.weights is not None and model is not None:
-                result.initialisation = load_weights(model, job.weights)
-                result.training["weights"] = str(job.weights)
-                result.parent = results.producer_of(job.weights, cfg.results_dir)
-            with distributed.main_first(world):  # rank 0 generates and caches a synthetic world
-                bundle = load_dataset(reg, cfg)
-        if world.active:
-            result.env["distributed"] = world.describe(min(cfg.batch_size, bundle.train.num_ground))
-        result.dataset_info = {
-            "train_pairs": bundle.train.num_ground,
-            "test_queries": bundle.test.num_ground,
-            "test_references": bundle.test.num_aerial,
-            **bundle.info,
-        }
-        if model is not None:
-            pipeline = InputPipeline(model.preprocess, bundle.geometry)
-            result.preprocessing = pipeline.describe()
-            result.preprocessing["sources"] = describe_sources(bundle.test, pipeline)
-            result.preprocessing["protocol"] = ground_protocol(cfg, pipeline).describe()
-        loss_fn = build_loss(reg, cfg)
-        if job.trains and not any(p.requires_grad for p in model.parameters()):
-            result.training["skipped"] = "the model has no trainable parameters"
-        elif job.trains:
-            phase = "training"
-            if world.is_main:
-                checkpoint.write_identity(job.ckpt_dir, job.training.settings)
-            tracker = RunLog(job.result_path.with_suffix(""), tuple(cfg.log))
-
-            def epoch_end(epoch: int, logs: dict[str, float]) -> None:
-                tracker(epoch, logs)
-                reg.hook.benchmark_on_epoch_end(
-                    method=cfg.plugin, plugin=cfg.plugin, epoch=epoch, logs=logs
-                )
-
-            report = train(
-                model,
-                bundle.train,
-                pipeline,
-                cfg,
-                loss_fn,
-                device,
-                job.ckpt_dir,
-                resume=resume,
-                on_epoch_end=lambda e, logs: epoch_end(e, logs),
-            )
-            tracker.close()
-            result.train_seconds = report.seconds
-            latest = checkpoint.latest(job.ckpt_dir)
-            result.training = {
-                "epochs_completed": report.epochs_completed,
-                "history": report.history,
-                "resumed_from": report.resumed_from,
-                "resumed_step": report.resumed_step,
-                "checkpoint": str(latest.path) if latest is not None else None,
-                "precision": report.precision,
-                "augmentation": report.augmentation,
-                "validation": report.validation,
-                "selection": cfg.selection,
-                "selected_epoch": report.selected_epoch,
-                "selected_weights": (
-                    str(report.selected_weights) if report.selected_weights else None
-                ),
-                "workers": report.workers,
-                "data_wait_seconds": report.data_wait_seconds,
-                "compute_seconds": report.compute_seconds,
-            }
-            if report.interrupted:
-                result.status = "interrupted"
-                result.error = (
-                    f"Stopped by {report.interrupted} after {report.epochs_completed} of "
-                    f"{cfg.epochs} epochs"
-                    + (f" and {latest.step} steps" if latest is not None and latest.step else "")
-                    + (f"; the checkpoint {latest.path} is kept" if latest is not None else "")
-                    + ". Run the same command with --resume to continue."
-                )
-                return _finish(result, cfg)
-            trained = result.training["checkpoint"]
-        metrics = list(reg.metrics.values())
-        if cfg.metrics:
-            metrics = [reg.metric(name) for name in cfg.metrics]
-        phase = "evaluation"
-        with interrupt.abortable():
-            selected = result.training.get("selected_weights")
-            if (
-                selected
-                and result.training["selected_epoch"] != result.training["epochs_completed"]
-            ):
-                final = evaluate(model, bundle.test, pipeline, cfg, device, metrics)  # last epoch
-                if final is not None:  # scalars: the curves stay with the selected model's
-                    result.training["final_metrics"] = {
-                        k: v for k, v in final.metrics.items() if not isinstance(v, dict | list)
-                    }
-                distributed.barrier(distributed.current())  # rank 0 wrote the selected weights
-                load_weights(model, selected)
-            if model is not None:
-                ev = evaluate(model, bundle.test, pipeline, cfg, device, metrics)
-                if ev is None:  # torchrun: rank 0 scores and records this job
-                    result.status = "ok"
-                    return result
-            else:
-                ev, saved_meta = evaluate_saved(job.descriptors, bundle.test, cfg, device, metrics)
-                result.preprocessing = saved_meta.get("preprocessing", {})
-                result.training["descriptors_from"] = str(job.descriptors)
-        result.metrics = ev.metrics
-        result.display = results.displays(metrics, ev.metrics)
-        result.eval_seconds = ev.seconds
-        result.training["retrieval_backend"] = ev.backend
-        result.files = save_companions(result, cfg, ev)
-        if cfg.profile and model is not None:
-            phase = "profiling"
-            with interrupt.abortable():
-                result.profile = profile_model(model, device, **timing(device))
-        result.status = "ok"
-    except interrupt.Interrupted as stop:
-        if stop.at_once:
-            raise
-        result.status = "interrupted"
-        latest = checkpoint.latest(job.ckpt_dir) if job.trains else None
-        point = trained or (str(latest.path) if latest is not None else None)
-        result.error = _phase_message(stop, phase, point)
-    except BenchmarkError as exc:
-        result.error = user_message(exc)
-    except Exception as exc:  # a broken plugin is recorded, not fatal to the others
-        result.error = f"{type(exc).__name__}: {exc}"
-        result.training["traceback"] = traceback.format_exc()
-    return _finish(result, cfg)
-
-
-def _finish(result: results.RunResult, cfg: RunConfig) -> results.RunResult:
-    record_skipped(result, cfg)
-    result.finished = results.now()
-    return result
-
-
-def record_skipped(result: results.RunResult, cfg: RunConfig) -> None:
-    """Note in RESULT how many unreadable images --skip-bad-images read as black ones."""
-    if images.SKIPPED:
-        result.dataset_info["skipped_bad_images"] = {
-            "count": len(images.SKIPPED),
-            "examples": sorted(images.SKIPPED)[:3],
-            **({"note": "counted in the main process only (workers > 0)"} if cfg.workers else {}),
-        }
-
-
-def save_companions(result: results.RunResult, cfg: RunConfig, ev: EvalReport) -> dict[str, str]:
-    """Write per-query ranks and top-k (always) and the descriptors (when asked) beside the
-    result file; return their file names."""
-    stem = Path(cfg.results_dir) / result.stem()
-    try:
-        extras = ev.evaluation.extras  # predicted offsets, kept so metrics can be recomputed
-        found = save_retrieval(
-            f"{stem}.retrieval.npz", ev.retrieval, ev.evaluation.split.positives, extras
-        )
-        files = {"retrieval": found.name}
-        if cfg.save_descriptors and ev.descriptors is not None:
-            meta = descriptor_meta(result.config, result.preprocessing)
-            refined = (ev.retrieval.topk[:, 0], extras["offset"]) if "offset" in extras else None
-            path = save_descriptors(
-                f"{stem}.descriptors.safetensors", *ev.descriptors, meta, refined
-            )
-            files["descriptors"] = path.name
-    except OSError as exc:
-        raise BenchmarkError(
-            f"Could not write retrieval files to {str(cfg.results_dir)!r} ({exc.strerror}). "
-            "Choose a writable --results-dir with free space."
-        ) from exc
-    return files
 
 
 @dataclass(frozen=True)

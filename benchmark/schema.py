@@ -8,11 +8,18 @@ written with). A schema-1 file is read as schema 2 without any
 plugin: it gets the display declarations of the metrics the core shipped with schema 1 and
 no card, package or parent (``python -m benchmark leaderboard migrate`` fills those once,
 from the installed plugins and the folder, and rewrites the files).
+
+Whatever its schema, a file recorded under a method's old name (benchmark/renames.py) is
+read under the current one, its run id the hash of its identity with that name; ``migrate``
+rewrites such files under their current names.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from benchmark.identity import digest
+from benchmark.renames import RENAMED_METHODS
 
 SCHEMA_VERSION = 2
 
@@ -58,8 +65,30 @@ def version_of(data: dict[str, Any]) -> int:
     return version
 
 
+def renamed(data: dict[str, Any]) -> bool:
+    """Whether DATA was recorded under a method's old name."""
+    return data.get("plugin") in RENAMED_METHODS
+
+
+def _current_names(data: dict[str, Any]) -> dict[str, Any]:
+    """DATA under its method's current name: the method, its config and identity, and the
+    run id hashed over that identity (the files it names keep their names)."""
+    if not renamed(data):
+        return data
+    new = RENAMED_METHODS[data["plugin"]]
+    out = {**data, "plugin": new}
+    for key in ("config", "identity"):
+        if isinstance(data.get(key), dict) and "plugin" in data[key]:
+            out[key] = {**data[key], "plugin": new}
+    identity = data.get("identity")
+    if identity and data.get("run_id") == digest(identity):
+        out["run_id"] = digest(out["identity"])
+    return out
+
+
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """DATA of any known schema version as the current one; newer versions are an error."""
+    """DATA of any known schema version as the current one, under current method names;
+    newer versions are an error."""
     version = version_of(data)
     if version > SCHEMA_VERSION:
         raise ValueError(
@@ -71,4 +100,4 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     while version < SCHEMA_VERSION:
         data = MIGRATIONS[version](data)
         version += 1
-    return {**data, "schema_version": SCHEMA_VERSION}
+    return _current_names({**data, "schema_version": SCHEMA_VERSION})

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmark import results
 from benchmark.config import RunConfig, load_config_file, merge, parse_sets, resolve
 from benchmark.config import validation_message as invalid
 from benchmark.data.base import VALIDATION
 from benchmark.errors import BenchmarkError
+from benchmark.renames import current_method
 
 if TYPE_CHECKING:
     from benchmark.registry import Registry
@@ -46,6 +47,11 @@ class Group(BaseModel):
     seeds: list[int] | None = Field(None, description="instead of the suite's seeds")
     protocols: list[str] | None = Field(None, description="instead of the suite's protocols")
     tune: bool = Field(True, description="search the suite's tuning grid for these methods")
+
+    @field_validator("methods")
+    @classmethod
+    def _current_names(cls, methods: list[str]) -> list[str]:
+        return [current_method(name) for name in methods]
 
 
 class Tuning(BaseModel):

@@ -289,7 +289,7 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str)
             parts.append(f"{len(shapes)} shape mismatches: {_few(shapes)}")
         raise BenchmarkError(
             f"Weights {source!r} do not match the model: " + "; ".join(parts) + ". "
-            "Check that the file was saved from the same plugin, variant and input size."
+            "Check that the file was saved from the same method, variant and input size."
         )
     module.load_state_dict(state)
 

@@ -19,7 +19,8 @@ import time
 import torch
 
 from benchmark.model import CrossViewModel
-from benchmark.profiling import profile_model, variant_options
+from benchmark.profiling.counting import variant_options
+from benchmark.profiling.measuring import profile_model
 from benchmark.registry import registry
 
 TOLERANCE = 0.10

@@ -294,7 +294,7 @@ def gpu_table(
         "| JPEG workers | cache pairs/s/worker | cache workers |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for method in ("cvm_net", "safa", "l2ltr", "saig", "aenet", "vigor"):
+    for method in ("cvm-net", "safa", "l2ltr", "saig", "aenet", "vigor"):
         dataset = PAPER_DATASET.get(method, "cvusa")
         if method not in profile or dataset not in files:
             continue

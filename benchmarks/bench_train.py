@@ -10,7 +10,7 @@ learning-rate schedule (so both follow the same weights) and the same loss. The 
 harness's fixed cost per epoch (a checkpoint, ~30 ms for the tiny SAFA) weighs about as
 much as in use rather than dominating 4-step epochs:
 
-  training    benchmark.train.train (schedule, checkpoint every epoch, progress bar)
+  training    benchmark.training.loop.train (schedule, checkpoint every epoch, progress bar)
               vs forward, loss, zero_grad, backward, step, schedule step
   extraction  benchmark.evaluate.extract vs a loop of embed calls under inference_mode
 
@@ -40,9 +40,10 @@ from benchmark.config import model_options, resolve  # noqa: E402
 from benchmark.data.loader import EpochShuffle, PairDataset, ViewDataset, batched  # noqa: E402
 from benchmark.data.transforms import InputPipeline  # noqa: E402
 from benchmark.evaluate import extract  # noqa: E402
+from benchmark.jobs import load_dataset  # noqa: E402
 from benchmark.registry import registry  # noqa: E402
-from benchmark.runner import load_dataset  # noqa: E402
-from benchmark.train import build_optimizer, build_schedule, train  # noqa: E402
+from benchmark.training.loop import train  # noqa: E402
+from benchmark.training.optim import build_optimizer, build_schedule  # noqa: E402
 
 GOAL = 0.95
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 pairs, batch_size=batch, sampler=sampler, drop_last=True, collate_fn=batched
             )
             opt = build_optimizer(cfg, model)
-            schedule = build_schedule(cfg, opt, len(loader) * cfg.epochs)
+            schedule = build_schedule(cfg, opt, len(loader))
             model.train()
             for epoch in range(cfg.epochs):
                 sampler.set_epoch(epoch)

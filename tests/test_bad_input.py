@@ -352,7 +352,7 @@ MATRIX: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
         2,
         ["--set 'a.b=2' conflicts", "a was given a value"],
     ),
-    ("plugins-empty", lambda t: plugins(t, ",,,"), 2, ["no plugin named in ',,,'"]),
+    ("plugins-empty", lambda t: plugins(t, ",,,"), 2, ["no method named in ',,,'"]),
     ("plugin-twice", lambda t: plugins(t, "safa,safa"), 2, ["asked for twice"]),
     (
         "seed-too-large",

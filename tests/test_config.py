@@ -22,7 +22,7 @@ from benchmark.config import (
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
 from benchmark.settings import RECIPE_FIELDS, Recipe, roles_of
-from benchmark.train import build_optimizer
+from benchmark.training.optim import build_optimizer
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from benchmark.registry import build_registry
     [
         ("raw-pixels", "synthetic"),
         ("safa", "synthetic"),
-        ("cvm_net", "synthetic"),
+        ("cvm-net", "synthetic"),
         ("aenet", "synthetic"),
         ("l2ltr", "synthetic"),
         ("saig", "synthetic"),

@@ -176,7 +176,7 @@ def test_pretrained_vit_file_initialises_both_layernorms(tmp_path) -> None:
 
 
 def test_macs_count_the_self_cross_attention_matmuls() -> None:
-    from benchmark.profiling import count_macs
+    from benchmark.profiling.counting import count_macs
 
     n, c, hidden = 9, 64, 128
     block = SelfCrossBlock(c, 2, hidden, dropout=0.0).eval()

@@ -264,7 +264,7 @@ def test_declared_names_must_be_what_the_hooks_return(
         assert "x-pixels" not in reg.names("models")
 
 
-PROJECT_METHODS = {"aenet", "cvm_net", "l2ltr", "raw-pixels", "safa", "saig", "vigor"}
+PROJECT_METHODS = {"aenet", "cvm-net", "l2ltr", "raw-pixels", "safa", "saig", "vigor"}
 
 
 def test_an_observer_must_be_declared_so_that_runs_load_it(

@@ -11,16 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark import profiling
 from benchmark.cli import main
 from benchmark.model import CrossViewModel, l2n
-from benchmark.profiling import (
-    PROFILE_KEYS,
-    count_macs,
-    count_parameters,
-    einsum_macs,
-    render_profile_table,
-)
+from benchmark.profiling import measuring as profiling
+from benchmark.profiling.counting import count_macs, count_parameters, einsum_macs
+from benchmark.profiling.measuring import PROFILE_KEYS
+from benchmark.profiling.reporting import render_profile_table
 from benchmark.specs import Preprocess
 from plugins.safa import SPEC as SAFA_SPEC
 

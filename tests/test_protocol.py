@@ -14,7 +14,7 @@ from benchmark.config import RunConfig, resolve
 from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
 from benchmark.runner import run_job
-from benchmark.train import Precision, precision_policy
+from benchmark.training.step import Precision, precision_policy
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def reg():
 # script (train_sam.py) neither clips nor autocasts.
 OFFICIAL = {
     "safa": ("best", None, []),
-    "cvm_net": ("best", None, ["aerial-crop-rotate"]),
+    "cvm-net": ("best", None, ["aerial-crop-rotate"]),
     "l2ltr": ("best", 1.0, []),
     "saig": ("best", None, ["circular-shift"]),
     "aenet": ("last", None, []),

@@ -316,11 +316,11 @@ def test_signal_while_a_result_is_written_keeps_status_and_exit_code_in_step(
     assert "arrived after the last run had finished" in capsys.readouterr().err
     assert result_of(tmp_path / "one").status == "ok"
     two = run_args(tmp_path / "two", "--epochs", "0")
-    two[two.index("safa")] = "safa,cvm_net"
+    two[two.index("safa")] = "safa,cvm-net"
     assert in_process(two, "write:2:sigterm", monkeypatch) == 143
     err = capsys.readouterr().err
-    assert "1 later run(s) did not start; run them with --plugins cvm_net" in err
-    assert result_of(tmp_path / "two").status == "ok"  # cvm_net has no record
+    assert "1 later run(s) did not start; run them with --plugins cvm-net" in err
+    assert result_of(tmp_path / "two").status == "ok"  # cvm-net has no record
 
 
 def test_full_disk_while_writing_the_result_keeps_the_record(

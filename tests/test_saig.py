@@ -182,7 +182,7 @@ def test_losses_are_plugins() -> None:
 
 
 def test_macs_count_the_attention_matmuls() -> None:
-    from benchmark.profiling import count_macs
+    from benchmark.profiling.counting import count_macs
 
     n, c = 16, 96
     macs, uncounted = count_macs(AttentionBlock(c, 3).eval(), (torch.randn(1, n, c),))

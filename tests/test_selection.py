@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark import train as train_module
 from benchmark.config import RunConfig, model_options, resolve
 from benchmark.data.base import carve_validation
 from benchmark.data.synthetic import build_synthetic
@@ -24,7 +23,9 @@ from benchmark.evaluate import evaluate
 from benchmark.registry import build_registry
 from benchmark.results import RunResult
 from benchmark.runner import run_job
-from benchmark.train import best_epoch, validation_r1
+from benchmark.training import selection as train_module
+from benchmark.training.optim import build_schedule
+from benchmark.training.selection import best_epoch, validation_r1
 from tests.conftest import TINY_WORLD
 
 
@@ -156,7 +157,7 @@ def test_warm_up_in_epochs_rises_over_whole_epochs_then_follows_the_schedule() -
     cfg = RunConfig(plugin="safa", lr=1.0, epochs=3, schedule="cosine", warmup_epochs=1)
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
-    schedule = train_module.build_schedule(cfg, optimizer, steps_per_epoch=4)
+    schedule = build_schedule(cfg, optimizer, steps_per_epoch=4)
     rates = []
     for _ in range(12):
         rates.append(optimizer.param_groups[0]["lr"])

@@ -139,5 +139,5 @@ def test_broken_and_clashing_plugins_are_named_and_the_others_still_load(
         "which is built into package cvgl-benchmark" in listing.stderr
     )
     methods = listing.stdout.split("datasets:")[0]
-    assert "example-gem" in methods and "cvm_net" in methods
+    assert "example-gem" in methods and "cvm-net" in methods
     assert "  safa                     cvgl-benchmark " in methods  # the built-in stays

@@ -16,10 +16,11 @@ from benchmark.config import resolve
 from benchmark.data.vigor import build_vigor, pano_latlon, tile_latlon
 from benchmark.descriptors import load_descriptors, save_descriptors
 from benchmark.errors import BenchmarkError
+from benchmark.jobs import load_dataset
 from benchmark.metrics import Evaluation, great_circle_m, load_evaluation, metre_metrics
 from benchmark.registry import build_registry
 from benchmark.results import RunResult
-from benchmark.runner import load_dataset, run_job
+from benchmark.runner import run_job
 from tests.fixtures_datasets import CITIES, write_vigor
 from tests.test_synthetic_vigor import VIGOR_WORLD
 

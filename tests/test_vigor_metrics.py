@@ -1,4 +1,4 @@
-"""Hit rate and meter-level accuracy against brute-force computations."""
+"""Hit rate and metre-level accuracy against brute-force computations."""
 
 from __future__ import annotations
 

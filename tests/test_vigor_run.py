@@ -1,4 +1,4 @@
-"""VIGOR end to end on the synthetic VIGOR world: staged hybrid loss, mining, meter metrics."""
+"""VIGOR end to end on the synthetic VIGOR world: staged hybrid loss, mining, metre metrics."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.leaderboard.validate import problems
+from benchmark.reported import model_overrides
 from benchmark.results import VAL_KEY, RunResult, read_all
 
 PROFILE = (("params_m", "params M", 2), ("gmacs", "GMACs", 2), ("latency_ms", "latency ms", 1))
@@ -142,6 +143,9 @@ def run_row(path: Path, r: RunResult) -> dict[str, Any]:
         "curve": _validation_curve(r),
         "model_settings": json.dumps(
             {"model_options": r.model_options}, sort_keys=True, default=str
+        ),
+        "model_overrides": json.dumps(
+            model_overrides(r.config.get("model") or {}), sort_keys=True, default=str
         ),
         **_metrics(r),
     }

@@ -39,7 +39,7 @@ from benchmark.leaderboard.markdown import (
     table,
 )
 from benchmark.leaderboard.tuning import TUNED, point, tuned_keys, tuning_section
-from benchmark.reported import reported_compute
+from benchmark.reported import compare_cost
 from benchmark.results import CardSnapshot
 from benchmark.specs import MetricDisplay
 from benchmark.stats import distinguishable, welch_p
@@ -337,21 +337,20 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
     """All methods' measured cost (per variant and model options), the paper's beside it."""
     headers = [
         "method", "variant", "input g / a", "profiled runs", "params M", "GMACs", "latency ms",
-        "dim", "paper params M", "Δ params", "paper G (unit, input)",
+        "dim", "paper params M", "Δ params", "paper G (unit, input)", "Δ compute",
     ]  # fmt: skip
     body, busy = [], {}
     for (method, variant, _), g in ok.groupby(["method", "variant", "model_settings"], sort=True):
         card = cards.cards.get(method)
-        rep = dict(card.reported_cost) if card else {}
-        params = stats(g.params_m)
-        _, _, compute = reported_compute(rep) if rep else (None, True, "-")
-        paper_m = rep.get("params_m")
-        delta = (
-            f"{100 * (params[0] - paper_m) / paper_m:+.1f}%"
-            if variant == "paper" and paper_m and params[2]
-            else "-"
+        params, gmacs = stats(g.params_m), stats(g.gmacs)
+        overrides = {k: v for o in g.model_overrides for k, v in json.loads(o).items()}
+        paper = compare_cost(
+            dict(card.reported_cost) if card else {},
+            variant,
+            overrides,
+            params[0] if params[2] else None,
+            gmacs[0] if gmacs[2] else None,
         )
-        computed = " (computed)" if rep.get("params_is_computed") else ""
         body.append(
             [
                 cards.link(method),
@@ -359,12 +358,13 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
                 _distinct(g.input),
                 str(params[2]),
                 number(params[0], 2),
-                number(stats(g.gmacs)[0], 2),
+                number(gmacs[0], 2),
                 _latency(stats(g.latency_ms)[0], load := busy_load(g)),
                 number(first(g.descriptor_dim), 0),
-                number(paper_m, 2) + computed if paper_m else "-",
-                delta,
-                escape(compute),
+                paper.paper_params,
+                paper.params_delta,
+                escape(paper.paper_compute),
+                paper.compute_delta,
             ]
         )
         if load is not None:
@@ -375,8 +375,9 @@ def _cost(ok: pd.DataFrame, cards: Cards) -> list[str]:
         "Measured by the harness after each run (fvcore MACs per ground+aerial pair at batch 1; "
         f"latency = median per pair at batch 1, mean over runs; device {_distinct(ok.device)}; a "
         "shared machine inflates latency). The paper columns describe each paper's own "
-        "configuration; Δ params is shown only for the paper variant, since other variants are "
-        "narrower.",
+        "configuration; the Δ columns compare only the variant a card names for its figures "
+        "(the paper variant unless it names another) with no model option changed, since other "
+        "configurations are not what the paper measured (`profile` follows the same rule).",
         "",
         table(body, headers),
         "",

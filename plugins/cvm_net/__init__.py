@@ -71,7 +71,7 @@ CARD = ModelCard(
 )
 
 SPEC = ModelSpec(
-    name="cvm_net",
+    name="cvm-net",
     options=CVMNetOptions,
     build=CVMNet,
     recipe=Recipe(

@@ -62,7 +62,7 @@ CARD = ModelCard(
         "re-verified; a PyTorch re-implementation report gives the same same-area and "
         "cross-area R@1/R@5 (41.07/65.81 and 11.02/23.56).",
         "Ablation rows of the same table [memory]: same-area SAFA 33.93 R@1 / 36.87 hit, "
-        "SAFA + mining 38.02 / 41.81. Meter-level accuracy is reported only as curves.",
+        "SAFA + mining 38.02 / 41.81. Metre-level accuracy is reported only as curves.",
         "Offsets are metres (east, north) of the panorama from the tile centre; the offset "
         "target is offset / (L/2), which equals the paper's pixel offset / 320.",
         "Stage lengths: loss_options.stage1_epochs (paper: 30 of 45 epochs same-area, 11 of "
