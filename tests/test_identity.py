@@ -195,7 +195,7 @@ def args_for(results_dir: Path, *extra: str, command: str = "run") -> list[str]:
     return [
         command, "--plugins", "safa", *training, "--limit", "8",
         "--device", "cpu", "--results-dir", str(results_dir), "--set", "profile=false",
-        "--set", "selection=last",
+        "--set", "selection=last", "--set", "val_fraction=0",
         *[a for kv in world for a in ("--set", kv)], *extra,
     ]  # fmt: skip
 

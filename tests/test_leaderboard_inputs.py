@@ -128,7 +128,9 @@ def test_text_from_result_files_cannot_break_or_inject_into_the_page(tmp_path: P
 
 
 def _row_count(text: str, method: str) -> int:
-    return sum(line.startswith(f"| [{method}]") for line in text.split("## Cost")[0].splitlines())
+    """Rows of METHOD in the first section's main table (before its subsections)."""
+    main = text.split("## Cost")[0].split("\n### ")[0]
+    return sum(line.startswith(f"| [{method}]") for line in main.splitlines())
 
 
 def test_infrastructure_fields_and_fields_a_result_predates_do_not_split_rows(

@@ -267,7 +267,7 @@ def test_plugins_failing_at_import_build_or_evaluation_do_not_stop_the_others(
     reg = build_registry(extra=[("broken", Broken())])
     monkeypatch.setattr(registry_module, "registry", lambda: reg)
     # no validation split: it would evaluate the broken model during training
-    args = run_args(tmp_path, "--epochs", "1", "--set", "selection=last")
+    args = run_args(tmp_path, "--epochs", "1", "--set", "selection=last", "--set", "val_fraction=0")
     args[args.index("safa")] = "broken-import,broken-build,broken-evaluate,safa"
     assert in_process(args, None, monkeypatch) == 1
     err = capsys.readouterr().err

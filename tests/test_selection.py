@@ -99,7 +99,7 @@ def test_validation_r1_is_the_r_at_1_evaluation_computes(tiny_run: dict[str, Any
 
 
 def job(user: dict[str, Any], resume: bool = False, weights: Path | None = None) -> RunResult:
-    """One quick-regime SAFA job (selection=best: 5% of the training pairs validate)."""
+    """One quick-regime SAFA job (selection=best: 10% of the training pairs validate)."""
     reg = build_registry()
     return run_job(reg, resolve(reg.model("safa"), user, quick=True), resume, weights)
 
@@ -113,7 +113,8 @@ def test_the_best_epoch_is_evaluated_and_its_weights_reproduce_it(
     assert result.status == "ok", result.error
     training = result.training
     assert [h["val_R@1"] for h in training["history"]] == [20.0, 80.0, 40.0]
-    assert training["selected_epoch"] == 2 and training["validation"]["pairs"] == 2
+    held = round(0.1 * TINY_WORLD["n_train"])  # the quick regime's val_fraction
+    assert training["selected_epoch"] == 2 and training["validation"]["pairs"] == held
     weights = Path(training["selected_weights"])
     assert weights.name == "best-epoch-00002.safetensors"
     assert sorted(p.name for p in weights.parent.glob("best-*")) == [weights.name]
