@@ -141,7 +141,8 @@ def test_pretrained_vit_file_initialises_both_layernorms(tmp_path) -> None:
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    opts = L2LTROptions(**TINY)
+    narrow = {**TINY, "stem_norm": "group"}  # the pretrained layout: BiT's GroupNorm stem
+    opts = L2LTROptions(**narrow)
     vit = VisionTransformer(
         img_size=32,
         patch_size=1,
@@ -156,7 +157,7 @@ def test_pretrained_vit_file_initialises_both_layernorms(tmp_path) -> None:
     path = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
     sizes = {"ground_size": (32, 128), "aerial_size": (32, 128)}
-    model = L2LTR(L2LTROptions(**{**TINY, **sizes, "pretrained": str(path)}))
+    model = L2LTR(L2LTROptions(**{**narrow, **sizes, "pretrained": str(path)}))
     assert model.initialisation.startswith("imagenet:vit.safetensors (sha256 ")
     src = vit.state_dict()
     for branch in (model.ground, model.aerial):
@@ -417,3 +418,13 @@ def test_evaluating_an_official_checkpoint_needs_no_imagenet_weights(
     assert result.status == "ok", result.error
     assert result.initialisation.startswith("weights:model_checkpoint.pth (sha256 ")
     assert result.model_options["pretrained"] is True
+
+
+def test_the_tiny_stem_normalises_by_batch_and_refuses_pretrained_weights() -> None:
+    """From scratch, the tiny variant's BatchNorm stem (a GroupNorm one collapses, see the
+    card); BiT's pretrained weights only fit the GroupNorm stem."""
+    stem = r50_stem(L2LTROptions(**TINY))
+    norms = {type(m).__name__ for m in stem.modules() if "Norm" in type(m).__name__}
+    assert norms == {"BatchNormAct2d"}
+    with pytest.raises(ValueError, match="stem_norm='batch' has no pretrained weights"):
+        L2LTROptions(**{**TINY, "pretrained": True})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import torch
 from pydantic import Field, model_validator
@@ -45,6 +45,9 @@ class L2LTROptions(ModelOptions):
     stem_channels: tuple[int, ...] = Field((256, 512, 1024), description="stage output widths")
     stem_width: int = Field(64, ge=8, description="root conv channels")
     stem_groups: int = Field(32, ge=1, description="GroupNorm groups in the stem")
+    stem_norm: Literal["group", "batch"] = Field(
+        "group", description="the stem's norm: BiT's GroupNorm (paper) or BatchNorm (tiny)"
+    )
     embed_dim: int = Field(768, ge=8)
     depth: int = Field(12, ge=1)
     num_heads: int = Field(12, ge=1)
@@ -59,7 +62,12 @@ class L2LTROptions(ModelOptions):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads")
         widths = (self.stem_width, *self.stem_channels, *(c // 4 for c in self.stem_channels))
-        if any(w % self.stem_groups for w in widths):
+        if self.stem_norm == "batch" and self.pretrained is not False:
+            raise ValueError(
+                "stem_norm='batch' has no pretrained weights (Google's R50 uses GroupNorm): "
+                "set pretrained=false or stem_norm='group'"
+            )
+        if self.stem_norm == "group" and any(w % self.stem_groups for w in widths):
             raise ValueError(f"every stem width {widths} must be divisible by stem_groups")
         return self
 
@@ -81,11 +89,16 @@ def r50_stem(opts: L2LTROptions) -> nn.Module:
     As in L2LTR's PyTorch code: symmetric padding (7x7 pad 3, max-pool pad 1; timm's hybrid
     uses TF 'same' padding), StdConv eps 1e-5, GroupNorm eps 1e-6, and the projection
     shortcut's norm GroupNorm(C, C) with eps 1e-5 (one group per channel). Weights are
-    interchangeable with timm's.
+    interchangeable with timm's. With ``stem_norm='batch'`` (the tiny variant) every norm is
+    a BatchNorm instead.
     """
-    from timm.layers import GroupNormAct, StdConv2d  # imported on use: the CLI starts faster
+    from timm.layers import BatchNormAct2d, GroupNormAct, StdConv2d  # on use: a faster CLI
     from timm.models.resnetv2 import ResNetV2
 
+    if opts.stem_norm == "batch":
+        norm = BatchNormAct2d
+    else:
+        norm = partial(GroupNormAct, num_groups=opts.stem_groups, eps=1e-6)
     net = ResNetV2(
         layers=opts.stem_layers,
         channels=opts.stem_channels,
@@ -95,9 +108,9 @@ def r50_stem(opts: L2LTROptions) -> nn.Module:
         preact=False,
         stem_type="",
         conv_layer=partial(StdConv2d, eps=1e-5),
-        norm_layer=partial(GroupNormAct, num_groups=opts.stem_groups, eps=1e-6),
+        norm_layer=norm,
     )
-    for stage in net.stages:
+    for stage in net.stages if opts.stem_norm == "group" else ():
         for block in stage.blocks:
             if block.downsample is not None:
                 width = block.downsample.norm.num_channels

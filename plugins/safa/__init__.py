@@ -87,7 +87,12 @@ SPEC = ModelSpec(
         "nonpolar": {"polar": False, "aerial_size": (256, 256)},
         "tiny": {"backbone": "tiny", "channel_pool": "max", "pretrained": False},
     },
-    quick={"model": {"ground_size": (32, 128), "aerial_size": (32, 128)}},
+    # lr and warm-up: what the leaderboard's equal tuning search chose on validation
+    quick={
+        "model": {"ground_size": (32, 128), "aerial_size": (32, 128)},
+        "lr": 0.003,
+        "warmup_epochs": 1.0,
+    },
 )
 
 
