@@ -14,6 +14,7 @@ from benchmark.identity import run_identity
 from benchmark.jobs import plan as plan_job
 from benchmark.registry import build_registry
 from benchmark.suite import (
+    Run,
     Suite,
     choose,
     config,
@@ -57,6 +58,18 @@ def test_the_committed_suite_plans_exactly_the_committed_results() -> None:
         identity = run_identity(matches[0], job.options, job.split, inputs)
         assert identity.settings == recorded.identity, path.name
         assert f"{identity.stem}.json" == path.name
+
+
+def test_a_default_run_is_the_boards_run_of_each_tuned_method() -> None:
+    """Each tuned method's quick settings hold the point its search on the committed board
+    chose, so `python -m benchmark run --plugins METHOD` reproduces its row."""
+    reg = build_registry()
+    suite = load_suite(BOARD / "suites" / "synthetic.yaml")
+    chosen, _ = choose(reg, suite, tuning_plan(suite, {}))
+    assert suite.tuning is not None and set(chosen) == set(tuned_methods(suite))
+    for method, point in chosen.items():
+        default = config(reg, Run(method, {}, quick=True, protocols=()))
+        assert {k: getattr(default, k) for k in point} == point, method
 
 
 def _tiny_suite(tmp_path: Path) -> Suite:

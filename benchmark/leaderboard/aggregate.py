@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.leaderboard.figures import Curve
-from benchmark.leaderboard.frame import METRIC, PROFILE
+from benchmark.leaderboard.frame import METRIC, NOT_TRAINED, PROFILE
 from benchmark.specs import MetricDisplay
 from benchmark.stats import mean_interval
 
@@ -198,8 +198,9 @@ def _value(value: Any) -> str:
 
 def _label(rows: list[dict[str, Any]], common: dict[str, Any], tuned: frozenset[str]) -> None:
     """Name what tells apart rows of one method/variant/regime (e.g. 'head=gap'), and the
-    settings in which a row differs from the section's COMMON ones (e.g. 'epochs=2'), but
-    for the TUNED ones (each method's own by design, shown in a column of their own)."""
+    settings in which a trained row differs from the section's COMMON ones (e.g.
+    'epochs=2'), but for the TUNED ones (each method's own by design, shown in a column of
+    their own); the training settings of a row that trained nothing say nothing about it."""
     families: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         families.setdefault((row["method"], row["variant"], row["regime"]), []).append(row)
@@ -213,6 +214,7 @@ def _label(rows: list[dict[str, Any]], common: dict[str, Any], tuned: frozenset[
                 for k, v in common.items()
                 if k not in varying
                 and k not in tuned
+                and row["loss"] != NOT_TRAINED
                 and json.dumps(p.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)
             ]
             row["label"] = ", ".join(

@@ -20,6 +20,7 @@ from benchmark.reported import model_overrides
 from benchmark.results import VAL_KEY, RunResult, read_all
 
 PROFILE = (("params_m", "params M", 2), ("gmacs", "GMACs", 2), ("latency_ms", "latency ms", 1))
+NOT_TRAINED = "- (not trained)"  # the loss cell of a run that trained nothing
 METRIC = "m:"  # prefix of the frame's metric columns, so no metric key clashes with another
 SECTION_KEYS = ["dataset", "split"]
 # Config fields a row is keyed by elsewhere (method, variant, regime, seed), that choose its
@@ -123,9 +124,7 @@ def run_row(path: Path, r: RunResult) -> dict[str, Any]:
         "error": (r.error or "").strip().splitlines()[0] if r.error else "",
         "settings": json.dumps(settings(r), sort_keys=True, default=str),
         "polar": "-" if polar is None else ("yes" if polar else "no"),
-        "loss": r.config.get("loss", "-")
-        if r.training.get("epochs_completed")
-        else "- (not trained)",
+        "loss": r.config.get("loss", "-") if r.training.get("epochs_completed") else NOT_TRAINED,
         "input": f"{_size(ground)} / {_size(aerial)}",
         "device": r.env.get("device", r.config.get("device", "-")),
         "threads": r.env.get("threads"),

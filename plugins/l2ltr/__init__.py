@@ -81,9 +81,10 @@ CARD = ModelCard(
         "dominant signal (stem features of two images: cosine 0.94 pooled), and the "
         "descriptors collapsed to one point at every learning rate from 3e-5 to 3e-3, with "
         "or without warm-up (within-view cosine 0.999 and the gradient norm down 100x within "
-        "40 steps; the loss stays at 0.716, near log 2). BatchNorm subtracts the batch's "
-        "mean, and the same run leaves the collapse after ~50 steps. GroupNorm is kept for "
-        "every variant that loads the pretrained weights.",
+        "40 steps; the loss stays at 0.716, near log 2, through the quick regime's 168 steps; "
+        "given 1,000 steps it escaped only slowly, R@1 7.4 on 500 test pairs). BatchNorm "
+        "subtracts the batch's mean, and the same run leaves the collapse after ~50 steps. "
+        "GroupNorm is kept for every variant that loads the pretrained weights.",
     ),
 )
 
