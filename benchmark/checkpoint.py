@@ -69,6 +69,23 @@ class Checkpoint:
         return self.path / "model.safetensors"
 
 
+def write_failure(root: Path, final: Path, exc: BaseException) -> BenchmarkError:
+    """The error of a checkpoint file FINAL under ROOT that could not be written: why, the
+    free space, and the newest complete checkpoint a --resume would continue from."""
+    reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {_first_line(exc)}"
+    last = latest(root)
+    where = (
+        f"the newest complete checkpoint is {last.path}, which --resume continues from"
+        if last is not None
+        else "no earlier checkpoint of this run exists"
+    )
+    return BenchmarkError(
+        f"Could not write the checkpoint {final} ({reason}; {_free_mib(root)} MiB free "
+        f"there); the partial one was removed and {where}. Free disk space or choose a "
+        "--results-dir with room."
+    )
+
+
 def save(
     root: Path, epoch: int, model: nn.Module, state: dict[str, Any], step: int = 0
 ) -> Checkpoint:
@@ -93,18 +110,7 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(exc, WRITE_ERRORS):
             raise
-        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {_first_line(exc)}"
-        last = latest(root)
-        where = (
-            f"the newest complete checkpoint is {last.path}, which --resume continues from"
-            if last is not None
-            else "no earlier checkpoint of this run exists"
-        )
-        raise BenchmarkError(
-            f"Could not write the checkpoint {final} ({reason}; {_free_mib(root)} MiB free "
-            f"there); the partial one was removed and {where}. Free disk space or choose a "
-            "--results-dir with room."
-        ) from exc
+        raise write_failure(root, final, exc) from exc
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _fsync_dir(root)

@@ -255,6 +255,18 @@ def _what(run: Run, protocol: str | None) -> str:
     return f"{run.method} seed {run.user['seed']} {protocol or 'aligned'}"
 
 
+def _evaluation(run: Run, protocol: str, parent: results.RunResult) -> Path | None:
+    """An ok evaluation of PARENT's weights under PROTOCOL already in RUN's results folder,
+    found by the parent it records, so it counts without the checkpoints (a fresh clone)."""
+    folder = Path(run.user["results_dir"])
+    name = parent.stem().rsplit("-", 1)[0] + "-" + protocol.replace("=", "")
+    for path in sorted(folder.glob(f"{name}-*.json")):
+        found = _existing(path)
+        if found is not None and found.status == "ok" and found.parent == parent.stem():
+            return path
+    return None
+
+
 def _step(
     reg: Registry,
     run: Run,
@@ -268,6 +280,9 @@ def _step(
 
     if protocol is not None and (parent is None or parent.status != "ok"):
         progress.step(run, protocol, "skipped, its run did not succeed")
+        return None
+    if protocol is not None and parent is not None and _evaluation(run, protocol, parent):
+        progress.step(run, protocol, "done before, skipped")
         return None
     choices = _choices(reg, run, protocol, parent)
     found = _found(reg, choices)
@@ -366,10 +381,14 @@ def describe(reg: Registry, suite: Suite, sets: dict[str, Any]) -> str:
         for protocol in (None, *run.protocols):
             if protocol is None:
                 parent = _found(reg, _choices(reg, run, None))
+            done = None
+            if protocol is not None and parent is not None and parent.status == "ok":
+                done = _evaluation(run, protocol, parent)
             choices = _choices(reg, run, protocol, parent)
             found = _found(reg, choices)
-            state = found.status if found is not None else "to run"
-            lines.append(f"{_what(run, protocol)}: {result_path(reg, *choices[0])} ({state})")
+            state = "ok" if done else found.status if found is not None else "to run"
+            path = done or result_path(reg, *choices[0])
+            lines.append(f"{_what(run, protocol)}: {path} ({state})")
     return "\n".join(lines)
 
 

@@ -231,7 +231,8 @@ def test_l2ltr_recipe_sets_adamw_eps_and_the_quick_regime_resets_it() -> None:
 
 def test_regimes_are_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, safa) -> None:
     quick = regimes.get("quick")
-    assert quick.settings["lr"] == resolve(safa, {}, quick=True).lr == 1e-3
+    assert quick.settings["lr"] == 1e-3  # the method's own quick settings go over it:
+    assert resolve(safa, {}, quick=True).lr == safa.quick["lr"] == 3e-3  # its tuned lr
     assert regimes.auto("synthetic", accelerator=False) == "quick"
     assert regimes.auto("synthetic", accelerator=True) == "paper"
     assert regimes.auto("cvusa", accelerator=False) == "paper"

@@ -257,7 +257,7 @@ def test_resume_continues_only_the_same_run(
     cases = [
         (["--limit", "12"], "limit: 8 there, 12 here"),
         (["--epochs", "3"], "epochs: 2 there, 3 here"),
-        (["--lr", "0.5"], "lr: 0.001 there, 0.5 here"),
+        (["--lr", "0.5"], "lr: 0.003 there, 0.5 here"),  # SAFA's quick lr
         (["--set", "model.dropout=0"], "model.dropout: 0.2 there, 0.0 here"),
     ]
     for extra, message in cases:
@@ -273,7 +273,9 @@ def test_resume_continues_only_the_same_run(
     assert cli(resumed, monkeypatch) == 0
     (result,) = [r for r in records(tmp_path).values() if r.status == "ok"]
     assert (result.training["resumed_from"], result.training["resumed_step"]) == (1, 1)
-    assert result.config["epochs"] == 2 and result.config["lr"] == 1e-3  # what was applied
+    assert (
+        result.config["epochs"] == 2 and result.config["lr"] == 3e-3
+    )  # what was applied (SAFA's quick lr)
 
     # the run is done: the same command again would start it over, so it is refused
     assert cli(args, monkeypatch) == 2

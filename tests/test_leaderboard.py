@@ -209,9 +209,10 @@ def test_a_row_names_the_settings_it_does_not_share_with_its_section(tmp_path: P
     config = {"epochs": 6, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "loss": "x"}
     folder = _write(
         tmp_path / "r",
-        _result("safa", 0, 50.0, config=config),
-        _result("safa", 1, 52.0, config=config),
-        _result("saig", 0, 30.0, config={**config, "epochs": 2}),
+        _result("safa", 0, 50.0, config=config, training={"epochs_completed": 6}),
+        _result("safa", 1, 52.0, config=config, training={"epochs_completed": 6}),
+        _result("saig", 0, 30.0, config={**config, "epochs": 2}, training={"epochs_completed": 2}),
+        _result("raw-pixels", 0, 3.0, config={**config, "epochs": 0}),  # trained nothing
     )
     section = render(folder, tmp_path)[0].split("## cvusa / test")[1]
     assert "; epochs 6; batch 8;" in section  # the section's setting: what most runs had
@@ -219,6 +220,7 @@ def test_a_row_names_the_settings_it_does_not_share_with_its_section(tmp_path: P
     headers = _row(section, "| method")
     assert _row(section, "| [saig]")[headers.index("setting")] == "epochs=2"
     assert _row(section, "| [safa]")[headers.index("setting")] == "-"
+    assert _row(section, "| raw-pixels")[headers.index("setting")] == "-"  # no recipe to name
 
 
 def test_a_latency_timed_under_load_is_marked_as_not_comparable(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,12 @@ def test_a_suite_runs_its_protocol_evaluations_on_the_checkpoint_and_resumes(
     again_path, again = made()[("safa", "fov=90")]
     assert again_path == evaluation_path  # the same run: the same name
     assert again.metrics == evaluation.metrics and again.parent == evaluation.parent
+
+    shutil.rmtree(folder / "checkpoints")  # as a fresh clone has them: not at all
+    capsys.readouterr()
+    assert run_suite(reg, suite, {}) == 0
+    out = capsys.readouterr().out
+    assert out.count("done before, skipped") == 4 and ": running" not in out
 
 
 def test_tuning_scores_every_grid_point_on_validation_and_runs_the_best_on_test(

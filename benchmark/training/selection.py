@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_model
 
+from benchmark import checkpoint
 from benchmark.config import RunConfig
 from benchmark.data.base import CrossViewSplit
 from benchmark.data.transforms import InputPipeline
-from benchmark.errors import BenchmarkError
 from benchmark.evaluate import extract
 from benchmark.model import CrossViewModel
 from benchmark.results import VAL_KEY
@@ -60,12 +60,9 @@ def save_best(ckpt_dir: Path, epoch: int, model: torch.nn.Module) -> None:
     try:
         save_model(model, str(tmp))
         os.replace(tmp, final)
-    except OSError as exc:
+    except checkpoint.WRITE_ERRORS as exc:
         tmp.unlink(missing_ok=True)
-        raise BenchmarkError(
-            f"Could not write the best weights {final} ({exc.strerror or exc}). Free disk "
-            "space or choose a --results-dir with room."
-        ) from exc
+        raise checkpoint.write_failure(ckpt_dir, final, exc) from exc
 
 
 def prune_best(ckpt_dir: Path, keep: int | None) -> None:
