@@ -164,17 +164,16 @@ def choose(reg: Registry, suite: Suite, tuning: list[Run]) -> tuple[Chosen, list
     """Each tuned method's best grid point by validation R@1, then R@5 and R@10 (the earlier
     point on a full tie), from the results of TUNING; and the methods none of whose points
     succeeded."""
-    points = suite.tuning.points() if suite.tuning is not None else []
     chosen: Chosen = {}
     failed = []
     for method in tuned_methods(suite):
         scored = []
         mine = [run for run in tuning if run.method == method]
-        for order, (run, point) in enumerate(zip(mine, points, strict=True)):
+        for order, run in enumerate(mine):
             found = _found(reg, _choices(reg, run, None))
             if found is not None and found.status == "ok":
                 key = tuple(float(found.metrics.get(k, 0.0)) for k in ("R@1", "R@5", "R@10"))
-                scored.append((key, -order, point))
+                scored.append((key, -order, dict(run.point)))
         if scored:
             chosen[method] = max(scored, key=lambda s: (s[0], s[1]))[2]
         else:
