@@ -103,7 +103,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="folder of the dataset (default: none; the real datasets need it)",
     )
-    p.add_argument("--split", default=None, help="test split (default: the dataset's)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split evaluated: one of the dataset's, or validation (carved from training; "
+        "the test split is then not evaluated) (default: the dataset's test split)",
+    )
     p.add_argument(
         "--limit", type=int, default=None, help="cap train and test pairs (default: no cap)"
     )
