@@ -140,6 +140,13 @@ def _products(
     using THREADS threads in all."""
     m = len(refs)
 
+    def scores_buffer(rows: int) -> torch.Tensor:
+        """ROWS x WIDTH scores; only the columns past m, which pad the last block, are set
+        (-inf): the products overwrite the rest, so filling it all would be a wasted pass."""
+        buffer = torch.empty((rows, width))
+        buffer[:, m:] = -math.inf
+        return buffer
+
     def store(s: int, e: int, found: Results) -> None:
         out[0][s:e], out[1][s:e], out[2][s:e] = found
 
@@ -151,7 +158,7 @@ def _products(
 
         def work() -> None:
             torch.set_num_threads(max(1, threads // count))
-            buffer = torch.full((plan.rows, width), -math.inf)  # columns past m pad the last block
+            buffer = scores_buffer(plan.rows)
             with torch.inference_mode():
                 while True:
                     try:
@@ -168,7 +175,7 @@ def _products(
                 job.result()
 
     def shared(plan: CpuPlan, start: int, stop: int) -> None:
-        buffer = torch.full((plan.rows, width), -math.inf)
+        buffer = scores_buffer(plan.rows)
 
         def post(sim: torch.Tensor, s: int) -> None:
             with torch.inference_mode():

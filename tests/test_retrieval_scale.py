@@ -80,6 +80,23 @@ def test_torch_without_ties_ranks_within_and_beyond_the_topk(m: int, memory_byte
     np.testing.assert_array_equal(found.topk_scores, -np.sort(-sim, axis=1)[:, :k])
 
 
+@pytest.mark.parametrize("strategy", ["workers", "shared"])
+def test_the_padding_of_the_last_block_never_outranks_a_reference(strategy: str) -> None:
+    # every score is negative, so a padding column left at 0 (or any stale value) would win
+    rng = np.random.default_rng(5)
+    m = 2003  # not a multiple of the block size: the last block is padded
+    refs = rng.integers(1, 1001, size=(m, 8)).astype(np.float32)
+    queries = -rng.integers(1, 1001, size=(150, 8)).astype(np.float32)
+    pos = rng.integers(0, m, size=150)
+    found = search(
+        torch.from_numpy(queries), torch.from_numpy(refs), pos, 5, m, "torch", strategy=strategy
+    )
+    ranks, sim = full_matrix(queries, refs, pos)
+    assert found.topk.max() < m
+    np.testing.assert_array_equal(found.ranks, ranks)
+    np.testing.assert_array_equal(found.topk_scores, -np.sort(-sim, axis=1)[:, :5])
+
+
 def test_torch_workers_match_one_thread_and_restore_the_thread_count() -> None:
     q, r, pos = wide_integer_descriptors(1100, 300, 8, seed=2)
     threads = torch.get_num_threads()
