@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pydantic import ValidationError
 
 from benchmark.cli import parser
@@ -17,7 +18,7 @@ from benchmark.config import RunConfig, resolve
 from benchmark.data import loader
 from benchmark.data.base import SourceGeometry
 from benchmark.data.cvusa import build_cvusa
-from benchmark.data.images import ImageReader, LoadOptions
+from benchmark.data.images import ImageReader, LoadOptions, decode_image, read_image
 from benchmark.data.loader import (
     EpochShuffle,
     EpochTagged,
@@ -28,6 +29,7 @@ from benchmark.data.loader import (
     resolve_workers,
 )
 from benchmark.data.transforms import GroundProtocol, InputPipeline
+from benchmark.errors import BenchmarkError
 from benchmark.registry import build_registry
 from benchmark.runner import run_job
 from benchmark.specs import Preprocess
@@ -155,6 +157,43 @@ def test_jpegs_decode_at_the_smallest_dct_scale_that_covers_the_input(tmp_path: 
     assert difference.abs().mean() < 2.0  # grey levels; the DCT scaling filters a little more
 
 
+@pytest.mark.parametrize(
+    "mode,options",
+    [
+        ("RGB", {}),  # 4:2:0
+        ("RGB", {"subsampling": 0}),  # 4:4:4
+        ("RGB", {"subsampling": 1}),  # 4:2:2
+        ("RGB", {"progressive": True}),
+        ("L", {}),
+        ("CMYK", {}),
+    ],
+)
+def test_full_size_jpegs_decode_to_the_same_pixels_as_pil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, options: dict
+) -> None:
+    """Both use libjpeg-turbo's exact integer IDCT: the direct path, which the record
+    names, changes no pixel."""
+    path = tmp_path / "a.jpg"
+    Image.fromarray(coded_image(97, 130, 5)).convert(mode).save(path, quality=90, **options)
+    with Image.open(path) as im:
+        expected = np.asarray(im.convert("RGB"))
+    monkeypatch.setattr("benchmark.data.images.Image.open", None)  # PIL is not used
+    decoded = decode_image(path)
+    np.testing.assert_array_equal(decoded, expected)
+    assert not decoded.flags.writeable and read_image(path).flags.writeable
+
+
+def test_a_truncated_jpeg_at_full_size_names_the_file(tmp_path: Path) -> None:
+    path, good = tmp_path / "cut.jpg", tmp_path / "good.jpg"
+    save(good, coded_image(64, 64, 1))
+    path.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(BenchmarkError, match=f"Image {path} could not be decoded"):
+        decode_image(path)
+    reader = ImageReader([path, good], "aerial", LoadOptions(skip_bad_images=True))
+    with pytest.warns(UserWarning, match="black aerial image"):
+        assert not reader(0).any() and reader(0).shape == (64, 64, 3)
+
+
 def test_a_limited_split_keeps_reduced_decoding_and_caching(cvusa: Path) -> None:
     bundle = build_cvusa(cvusa, "test", {"cache": "model-input", "cache_dir": "/unused"})
     limited = bundle.test.subset(3)
@@ -236,7 +275,7 @@ def test_device_decode_reads_jpeg_bytes_and_decodes_them_on_the_device(cvusa: Pa
         )
         batch = fast.__getitems__([0, 1])
         assert fast.source.stage == "jpeg" and batch["image"][0].dim() == 1  # bytes
-        # torchvision's and PIL's libjpeg builds may round the colour conversion differently
+        # on CUDA, nvJPEG may round the colour conversion differently from libjpeg-turbo
         difference = fast.to_model(batch, CPU) - slow.to_model(slow.__getitems__([0, 1]), CPU)
         assert difference.abs().mean() < 2 / 255 / 0.225
 

@@ -21,7 +21,7 @@ import scipy.io
 from benchmark.data.check import check_command
 from benchmark.data.cvact import build_cvact
 from benchmark.data.cvusa import build_cvusa
-from benchmark.data.images import ImageReader, LoadOptions, read_image
+from benchmark.data.images import ImageReader, LoadOptions, read_bytes, read_image
 from benchmark.data.vigor import build_vigor
 from benchmark.errors import BenchmarkError
 from tests.fixtures_datasets import write_cvact, write_cvusa, write_vigor
@@ -121,8 +121,9 @@ def test_reader_refuses_a_special_file_swapped_in_later(
     bad = tmp_path / "b.jpg"
     make(bad)
     fifo = bad if name == "fifo" else None
-    with pytest.raises(BenchmarkError, match=re.escape(f"{bad} is {kind}, not an image file")):
-        finishes(lambda: read_image(bad), fifo)
+    for read in (read_image, read_bytes):  # pixels, and the bytes decode=device sends
+        with pytest.raises(BenchmarkError, match=re.escape(f"{bad} is {kind}, not an image file")):
+            finishes(lambda read=read: read(bad), fifo)
     reader = ImageReader([bad, good], "aerial", LoadOptions(skip_bad_images=True))
     with pytest.warns(UserWarning, match="black aerial image"):
         black = finishes(lambda: reader(0), fifo)

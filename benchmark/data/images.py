@@ -1,9 +1,11 @@
-"""Reading dataset images: PIL decode to uint8 RGB (at reduced size when asked), bad-file
-handling, memmap caches and batch buffers."""
+"""Reading dataset images: uint8 RGB decode (PIL at reduced size when asked; libjpeg-turbo
+straight into an array for JPEGs at full size), bad-file handling, memmap caches and batch
+buffers."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -11,7 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -28,13 +30,15 @@ from benchmark.io import cache_root
 
 CACHE_VERSION = 1
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # modes convert("RGB") would clip
+JPEG_MAGIC = b"\xff\xd8\xff"
 # Files this process read as black images under skip_bad_images (a run reports the count;
 # DataLoader worker processes keep their own copy).
 SKIPPED: set[str] = set()
 DECODE = {
     "reduced": "PIL/libjpeg DCT scaling to the smallest of 1/1, 1/2, 1/4, 1/8 of the file "
     "that is at least decoded_at_least (JPEG only), then the stated resize",
-    "full": "PIL, full size",
+    "full": "full size: JPEG by libjpeg-turbo through torchvision.io.decode_jpeg (the same "
+    "pixels as PIL), other formats by PIL",
     "device": "torchvision.io.decode_jpeg on the model's device (nvJPEG on CUDA), full size",
 }
 
@@ -98,30 +102,65 @@ def _open_error(path: str | Path, what: str) -> BenchmarkError:
 
 
 def read_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode PATH with PIL into a writable uint8 HxWx3 RGB array (see decode_image)."""
+    """Decode PATH into a writable uint8 HxWx3 RGB array (see decode_image)."""
     return decode_image(path, least).copy()
 
 
-def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode PATH with PIL into a read-only uint8 HxWx3 RGB array (one copy out of PIL);
-    BenchmarkError names a bad file.
+def decode_jpeg_bytes(
+    files: torch.Tensor | list[torch.Tensor], device: torch.device | str = "cpu"
+) -> torch.Tensor | list[torch.Tensor]:
+    """JPEG FILES (uint8 byte tensors) decoded to RGB (3, H, W) on DEVICE by
+    torchvision.io.decode_jpeg (libjpeg-turbo on the CPU, nvJPEG on CUDA); RuntimeError for
+    data it cannot decode."""
+    from torchvision.io import ImageReadMode, decode_jpeg
 
-    With LEAST (height, width), a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8)
-    that still gives at least that size; other formats decode at full size.
+    with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec; still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+
+
+def _whole_jpeg(data: bytearray) -> np.ndarray | None:
+    """DATA, a JPEG file, decoded at full size straight into a read-only HxWx3 array (one
+    decode, no repack: PIL would decode into 4 bytes a pixel and repack); None when it
+    cannot (the PIL path then decodes it or names what is wrong)."""
+    try:
+        chw = decode_jpeg_bytes(torch.frombuffer(data, dtype=torch.uint8))
+    except RuntimeError:
+        return None
+    image = chw.permute(1, 2, 0).numpy()  # the decoder writes HxWx3; this is a view of it
+    image.flags.writeable = False
+    return image
+
+
+def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode PATH into a read-only uint8 HxWx3 RGB array; BenchmarkError names a bad file.
+
+    With LEAST (height, width), a JPEG is decoded by PIL at the smallest DCT scale (1/2, 1/4,
+    1/8) that still gives at least that size; other formats decode at full size. Without it,
+    a JPEG is decoded by libjpeg-turbo into the array directly, other formats by PIL.
     """
     try:
-        with open_regular(path) as fh, Image.open(fh) as im:
-            if least is not None:
-                im.draft(None, (least[1], least[0]))
-            im.load()
-            if im.mode in WIDE_MODES:
-                raise BenchmarkError(
-                    f"Image {path} has {im.mode} pixels (more than 8 bits per channel); the "
-                    "harness reads 8-bit images. Convert it to 8-bit RGB, or set "
-                    "dataset_options.skip_bad_images=true to use a black image in its place."
-                )
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8)
+        with open_regular(path) as fh:
+            source: BinaryIO = fh
+            if least is None:
+                data = bytearray(os.fstat(fh.fileno()).st_size)
+                fh.readinto(data)
+                if data[:3] == JPEG_MAGIC and (image := _whole_jpeg(data)) is not None:
+                    return image
+                source = io.BytesIO(data)
+            with Image.open(source) as im:
+                if least is not None:
+                    im.draft(None, (least[1], least[0]))
+                im.load()
+                if im.mode in WIDE_MODES:
+                    raise BenchmarkError(
+                        f"Image {path} has {im.mode} pixels (more than 8 bits per channel); "
+                        "the harness reads 8-bit images. Convert it to 8-bit RGB, or set "
+                        "dataset_options.skip_bad_images=true to use a black image in its "
+                        "place."
+                    )
+                rgb = im if im.mode == "RGB" else im.convert("RGB")
+                return np.asarray(rgb, dtype=np.uint8)
     except FileNotFoundError:
         raise _open_error(path, "does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -133,7 +172,8 @@ def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.n
 def read_bytes(path: str | Path) -> torch.Tensor:
     """The bytes of file PATH as a uint8 tensor (decoded later, on the device)."""
     try:
-        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+        with open_regular(path) as fh:
+            return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
     except FileNotFoundError:
         raise _open_error(path, "does not exist") from None
     except OSError as exc:

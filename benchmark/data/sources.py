@@ -9,7 +9,6 @@ a batch into normalised model inputs on the device with the pipeline's batched o
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from benchmark.data.base import CrossViewSplit
-from benchmark.data.images import DECODE, ImageReader, MemmapImages, stacked
+from benchmark.data.images import DECODE, ImageReader, MemmapImages, decode_jpeg_bytes, stacked
 from benchmark.data.input_cache import model_input_cache
 from benchmark.data.transforms import GroundProtocol, Images, InputPipeline
 from benchmark.errors import BenchmarkError
@@ -34,12 +33,8 @@ def to_device(images: Images, device: torch.device) -> Images:
 
 def decode_on(device: torch.device, files: list[torch.Tensor], view: str) -> Images:
     """JPEG FILES (uint8 byte tensors) decoded to RGB on DEVICE, as (B, H, W, 3) or a list."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec; still works
-            warnings.simplefilter("ignore", DeprecationWarning)
-            images = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+        images = decode_jpeg_bytes(files, device)
     except RuntimeError as exc:
         raise BenchmarkError(
             f"A {view} image of this batch could not be decoded on {device} ({exc}); "
