@@ -21,7 +21,9 @@ then counts over their whole row). In one process, per scale, every round times:
 
 The steps run in a rotating order each round, so drift in the machine's load touches all
 of them; a ratio is taken within one round, and the range over rounds is printed with the
-load average of each round. A step under a second is timed as the fastest of 5 runs. The
+load average of each round. A step under a second is timed as its fastest run within about
+a second of runs (at least 5, at most 50): on a shared machine a 20-ms step's single runs
+vary by 50%, and the fastest of many is what the step costs when nothing interferes. The
 process CPU time of each step (all threads' work, not the waits for a core; spinning
 threads count) is printed as a ratio too: on a busy machine it varies less than wall time.
 Before timing, ours runs once, so a first-use measurement of the strategy is not timed
@@ -65,7 +67,8 @@ from benchmark.retrieval import (  # noqa: E402
 from benchmark.retrieval_plans import STRATEGIES, plan_cache_path  # noqa: E402
 
 STATUS = Path("/proc/self/status")
-QUICK_S = 1.0  # steps shorter than this are timed as the fastest of 5 runs
+QUICK_S = 1.0  # steps shorter than this are timed as their fastest run within QUICK_S of runs
+MIN_RUNS, MAX_RUNS = 5, 50
 GOAL = 1.2  # x the floor, at most
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 M_MMAP_THRESHOLD = -3  # glibc mallopt: blocks from this size up are mapped, and unmapped on free
@@ -91,15 +94,18 @@ def peak_growth_mib(fn: Callable[[], object]) -> float | None:
 
 
 def timed(fn: Callable[[], object], cpu: bool = False) -> tuple[float, float]:
-    """Wall and process CPU seconds of FN, of the fastest of 5 runs (by wall time, or by CPU
-    time with CPU) when one takes under QUICK_S. CPU time counts the work of every thread,
-    not the waiting for a core."""
+    """Wall and process CPU seconds of FN's fastest run (by wall time, or by CPU time with
+    CPU): one run when it takes QUICK_S or more, else runs until QUICK_S has been spent
+    (MIN_RUNS to MAX_RUNS). CPU time counts the work of every thread, not the waiting for a
+    core."""
     best = (float("inf"), float("inf"))
-    for _ in range(5):
+    spent, runs = 0.0, 0
+    while runs < MIN_RUNS or (spent < QUICK_S and runs < MAX_RUNS):
         wall, used = time.perf_counter(), time.process_time()
         fn()
         run = (time.perf_counter() - wall, time.process_time() - used)
         best = min(best, run, key=lambda t: t[1] if cpu else t[0])
+        spent, runs = spent + run[0], runs + 1
         if run[0] >= QUICK_S:
             break
     return best
@@ -141,11 +147,11 @@ def reference_style(q: np.ndarray, r: np.ndarray, positives: np.ndarray) -> np.n
 def breakdown(q: torch.Tensor, r: torch.Tensor, pos: np.ndarray) -> None:
     """Where the time goes, per whole problem, in CPU seconds (the work, not the waits for
     a core): one product of ROWS queries on one thread and on all threads, and the
-    post-processing of its scores on one thread (fastest of 5)."""
+    post-processing of its scores on one thread (fastest run, as timed())."""
     n, m = len(q), len(r)
     size, count = _block_shape(m, 10)
     threads = torch.get_num_threads()
-    print("  where the time goes (CPU s per whole problem, fastest of 5):")
+    print("  where the time goes (CPU s per whole problem, fastest run):")
     all_threads = f"GEMM {threads} threads"
     print(f"  {'rows':>6s} {'GEMM 1 thread':>14s} {all_threads:>15s} {'post 1 thread':>14s}")
     for rows in (128, 256, 512, 1024, 2048):
