@@ -9,9 +9,10 @@ machine, wall-clock time mostly measures the other processes):
 
   floor   the bare decode of the same files at the size the worker decodes them (PIL open,
           draft, load; nothing else)
-  worker  ViewSource.fetch: the harness worker's whole job (decode at reduced size, checks,
-          conversion to an RGB array, stacking into a batch); resize, polar transform and
-          normalisation run later, batched, on the model's device
+  worker  ViewSource.fetch: the harness worker's whole job (decode at reduced size, or at
+          full size by libjpeg-turbo straight into an array, checks, conversion to an RGB
+          array, stacking into a batch); resize, polar transform and normalisation run
+          later, batched, on the model's device
   before  the previous design's worker: full-size decode, then resize/polar on the CPU
 
 It also reports the mean absolute difference (grey levels, 0-255) between model inputs from
