@@ -230,6 +230,7 @@ def stop_on_signals() -> Iterator[None]:
         for s, h in _previous.items():
             signal.signal(s, h)  # type: ignore[arg-type]
         _previous.clear()
+        _requested, _region, _kick = None, None, None  # a stop asked for ends with the block
         signal.set_wakeup_fd(old_wakeup)
         watchdog.done.set()
         os.write(write, b"\0")  # wake it from its wait

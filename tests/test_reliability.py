@@ -20,10 +20,12 @@ import torch
 from benchmark import checkpoint, faults, hookspecs, interrupt
 from benchmark import registry as registry_module
 from benchmark.cli import main
+from benchmark.config import resolve
 from benchmark.hookspecs import hookimpl
 from benchmark.model import CrossViewModel
 from benchmark.registry import build_registry
 from benchmark.results import RunResult
+from benchmark.runner import run_job
 from benchmark.specs import ModelOptions, ModelSpec
 from plugins.safa import SPEC as SAFA
 from tests.conftest import TINY_WORLD
@@ -149,6 +151,22 @@ def test_signal_checkpoints_marks_interrupted_and_resumes_exactly(
     resumed = result_of(tmp_path)
     assert (resumed.training["resumed_from"], resumed.training["resumed_step"]) == stop
     assert_same_run(resumed, straight)
+
+
+def test_a_stop_ends_with_its_run_and_later_api_runs_in_the_process_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted CLI run must not leave its stop request behind: a notebook or a test
+    that calls run_job afterwards in the same process would be stopped by it at once."""
+    assert in_process(run_args(tmp_path / "cli"), "train-step:2:sigint", monkeypatch) == 130
+    assert interrupt.requested() is None
+    reg = build_registry()
+    user = {
+        "dataset_options": dict(TINY_WORLD), "epochs": 1, "batch_size": BATCH, "device": "cpu",
+        "results_dir": tmp_path / "api", "profile": False,
+    }  # fmt: skip
+    result = run_job(reg, resolve(reg.model("safa"), user, quick=True))
+    assert result.status == "ok", result.error
 
 
 def test_sigkill_anywhere_then_resume_matches_uninterrupted(
