@@ -144,7 +144,7 @@ def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.n
             source: BinaryIO = fh
             if least is None:
                 data = bytearray(os.fstat(fh.fileno()).st_size)
-                fh.readinto(data)
+                del data[fh.readinto(data) or 0 :]  # a file that shrank since its stat
                 if data[:3] == JPEG_MAGIC and (image := _whole_jpeg(data)) is not None:
                     return image
                 source = io.BytesIO(data)
