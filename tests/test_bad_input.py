@@ -7,7 +7,6 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,16 +19,9 @@ from benchmark.results import RunResult
 from tests.conftest import TINY_WORLD
 from tests.fixtures_datasets import coded_image, save, write_cvusa
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_TEST = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """One intra-op thread: no OpenMP spinning on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def results_of(tmp: Path) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from benchmark import faults, results
+from benchmark import results
 from benchmark.cli import main
 from benchmark.config import resolve
 from benchmark.identity import differences
@@ -26,7 +26,9 @@ from benchmark.io import RunLock
 from benchmark.jobs import Job, plan
 from benchmark.registry import build_registry
 from benchmark.results import RunResult
-from tests.conftest import TINY_WORLD
+from tests.conftest import TINY_WORLD, in_process
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,15 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def reg():
     return build_registry()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """One intra-op thread: no OpenMP spinning on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def job_of(reg, user: dict[str, Any], **inputs: Path) -> Job:
@@ -200,16 +193,6 @@ def args_for(results_dir: Path, *extra: str, command: str = "run") -> list[str]:
     ]  # fmt: skip
 
 
-def cli(args: list[str], monkeypatch: pytest.MonkeyPatch, fault: str | None = None) -> int:
-    """Run the CLI here with the fault hook set to FAULT (or unset)."""
-    faults.reset()
-    if fault is None:
-        monkeypatch.delenv(faults.VARIABLE, raising=False)
-    else:
-        monkeypatch.setenv(faults.VARIABLE, fault)
-    return main(args)
-
-
 def records(folder: Path) -> dict[str, RunResult]:
     """Every JSON record in FOLDER by file name."""
     return {p.name: RunResult.model_validate_json(p.read_text()) for p in folder.glob("*.json")}
@@ -219,19 +202,19 @@ def test_a_failure_never_replaces_an_ok_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     args = args_for(tmp_path, "--epochs", "0")
-    assert cli(args, monkeypatch) == 0
+    assert in_process(args, None, monkeypatch) == 0
     ((name, good),) = records(tmp_path).items()
     before = (tmp_path / name).read_bytes()
 
     # a typo in --weights: found before any work, nothing written
     typo = args_for(tmp_path, "--weights", str(tmp_path / "typo.safetensors"), command="eval")
-    assert cli(typo, monkeypatch) == 2
+    assert in_process(typo, None, monkeypatch) == 2
     assert "typo.safetensors' does not exist" in capsys.readouterr().err
     assert (tmp_path / name).read_bytes() == before
 
     # the same run again, failing (a full disk while extracting): its record goes beside
     args = [*args, "--overwrite"]
-    assert cli(args, monkeypatch, "evaluate:1:enospc") == 1
+    assert in_process(args, "evaluate:1:enospc", monkeypatch) == 1
     found = records(tmp_path)
     stem = name.removesuffix(".json")
     assert (tmp_path / name).read_bytes() == before
@@ -241,9 +224,9 @@ def test_a_failure_never_replaces_an_ok_result(
     assert [r.status for r in results.read_all(tmp_path)[0].values()] == ["ok"]  # not a second run
 
     # an interrupted attempt likewise; a later ok run clears the attempts
-    assert cli(args, monkeypatch, "evaluate:1:sigterm") == 143
+    assert in_process(args, "evaluate:1:sigterm", monkeypatch) == 143
     assert records(tmp_path)[f"{stem}.interrupted.json"].status == "interrupted"
-    assert cli(args, monkeypatch) == 0
+    assert in_process(args, None, monkeypatch) == 0
     assert set(records(tmp_path)) == {name} and good.status == "ok"
 
 
@@ -251,7 +234,7 @@ def test_resume_continues_only_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     args = args_for(tmp_path)
-    assert cli(args, monkeypatch, "train-step:3:sigint") == 130  # in epoch 2 of 2
+    assert in_process(args, "train-step:3:sigint", monkeypatch) == 130  # in epoch 2 of 2
     capsys.readouterr()
     checkpoints = sorted((tmp_path / "checkpoints").rglob("*"))
     cases = [
@@ -261,7 +244,7 @@ def test_resume_continues_only_the_same_run(
         (["--set", "model.dropout=0"], "model.dropout: 0.2 there, 0.0 here"),
     ]
     for extra, message in cases:
-        assert cli([*args, *extra, "--resume"], monkeypatch) == 2, extra
+        assert in_process([*args, *extra, "--resume"], None, monkeypatch) == 2, extra
         err = capsys.readouterr().err
         assert message in err and "--resume continues only the same run" in err
         assert "Traceback" not in err
@@ -270,7 +253,7 @@ def test_resume_continues_only_the_same_run(
 
     # infrastructure may change: another eval memory and loader are the same run
     resumed = [*args, "--resume", "--eval-memory", "64", "--workers", "0"]
-    assert cli(resumed, monkeypatch) == 0
+    assert in_process(resumed, None, monkeypatch) == 0
     (result,) = [r for r in records(tmp_path).values() if r.status == "ok"]
     assert (result.training["resumed_from"], result.training["resumed_step"]) == (1, 1)
     assert (
@@ -278,7 +261,7 @@ def test_resume_continues_only_the_same_run(
     )  # what was applied (SAFA's quick lr)
 
     # the run is done: the same command again would start it over, so it is refused
-    assert cli(args, monkeypatch) == 2
+    assert in_process(args, None, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "--skip-existing" in err and "--overwrite" in err and "--resume" in err
 
@@ -287,7 +270,7 @@ def test_an_ok_result_is_kept_unless_a_flag_says_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     args = args_for(tmp_path, "--epochs", "0")
-    assert cli([*args, "--format", "json"], monkeypatch) == 0
+    assert in_process([*args, "--format", "json"], None, monkeypatch) == 0
     out = capsys.readouterr()
     (entry,) = json.loads(out.out)  # stdout holds the JSON only; the human lines go to stderr
     path = Path(entry["path"])
@@ -295,7 +278,7 @@ def test_an_ok_result_is_kept_unless_a_flag_says_otherwise(
     assert entry["result"] == json.loads(path.read_text()) and "== safa" in out.err
     before = path.read_bytes()
 
-    assert cli(args, monkeypatch) == 2  # refused before any work
+    assert in_process(args, None, monkeypatch) == 2  # refused before any work
     err = capsys.readouterr().err
     assert f"The ok result {path} of this run already exists" in err and "Traceback" not in err
     assert (
@@ -303,12 +286,12 @@ def test_an_ok_result_is_kept_unless_a_flag_says_otherwise(
     )  # no training
     assert path.read_bytes() == before
 
-    assert cli([*args, "--skip-existing", "--format", "json"], monkeypatch) == 0
+    assert in_process([*args, "--skip-existing", "--format", "json"], None, monkeypatch) == 0
     (kept,) = json.loads(capsys.readouterr().out)
     assert kept["skipped"] is True and kept["result"] == entry["result"]
     assert path.read_bytes() == before
 
-    assert cli([*args, "--overwrite"], monkeypatch) == 0
+    assert in_process([*args, "--overwrite"], None, monkeypatch) == 0
     assert "R@1" in capsys.readouterr().out
     assert RunResult.model_validate_json(path.read_text()).status == "ok"
 
@@ -318,7 +301,7 @@ def test_resume_refuses_a_checkpoint_folder_without_an_identity(
 ) -> None:
     legacy = tmp_path / "checkpoints" / "synthetic-test__safa-tiny-quick-seed0" / "epoch-00001"
     legacy.mkdir(parents=True)
-    assert cli([*args_for(tmp_path), "--resume"], monkeypatch) == 2
+    assert in_process([*args_for(tmp_path), "--resume"], None, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "written before runs had identities" in err and str(legacy.parent) in err
     assert not records(tmp_path)
@@ -342,7 +325,7 @@ def test_one_writer_per_run(
             os._exit(0)
     try:
         assert os.read(read, 4) == b"held"
-        assert cli(args, monkeypatch) == 2
+        assert in_process(args, None, monkeypatch) == 2
         err = capsys.readouterr().err
         assert f"is being written by process {pid}" in err and "Traceback" not in err
         assert not records(tmp_path)
@@ -350,7 +333,7 @@ def test_one_writer_per_run(
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     assert lock.exists()  # the killed holder left its file, but not its lock
-    assert cli(args, monkeypatch) == 0
+    assert in_process(args, None, monkeypatch) == 0
     assert not lock.exists() and [r.status for r in records(tmp_path).values()] == ["ok"]
 
 

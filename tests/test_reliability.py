@@ -12,7 +12,6 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -28,7 +27,9 @@ from benchmark.results import RunResult
 from benchmark.runner import run_job
 from benchmark.specs import ModelOptions, ModelSpec
 from plugins.safa import SPEC as SAFA
-from tests.conftest import TINY_WORLD
+from tests.conftest import TINY_WORLD, in_process
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LIMIT, BATCH = 14, 4
 VALIDATION = 2  # the quick regime holds out 5% of the training pairs, at least 2
@@ -57,16 +58,6 @@ def ckpt_root(results: Path) -> Path:
     return root
 
 
-def in_process(args: list[str], fault: str | None, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run the CLI in this process with the fault hook set to FAULT (or unset)."""
-    faults.reset()
-    if fault is None:
-        monkeypatch.delenv(faults.VARIABLE, raising=False)
-    else:
-        monkeypatch.setenv(faults.VARIABLE, fault)
-    return main(args)
-
-
 def child_run(args: list[str], fault: str) -> int:
     """Run the CLI in a forked child process with the fault hook set to FAULT; its exit
     status (negative: killed by that signal). Forking skips a fresh interpreter's imports."""
@@ -87,16 +78,6 @@ def child_run(args: list[str], fault: str) -> int:
             pytest.fail(f"the child run with {fault} hung")
         time.sleep(0.05)
     return os.waitstatus_to_exitcode(done[1])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """One intra-op thread: identical arithmetic in this process and its children, and no
-    OpenMP spinning on a shared machine (10x faster here under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
