@@ -15,7 +15,6 @@ fails it as a full disk would; see benchmark/faults.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,21 +29,13 @@ from torch import nn
 
 from benchmark import faults
 from benchmark.errors import BenchmarkError
-from benchmark.io import atomic_write
+from benchmark.io import atomic_write, sha256_file
 
 KEEP = 2
 MANIFEST = "manifest.json"
 IDENTITY = "identity.json"
 # what torch.save and safetensors raise when a write fails (a full disk among others)
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -100,7 +91,7 @@ def save(
         save_model(model, str(tmp / "model.safetensors"))
         faults.point("checkpoint-write")
         torch.save(state, tmp / "state.pt")
-        files = {f: _sha256(tmp / f) for f in ("model.safetensors", "state.pt")}
+        files = {f: sha256_file(tmp / f) for f in ("model.safetensors", "state.pt")}
         with (tmp / MANIFEST).open("w") as fh:
             json.dump({"epoch": epoch, "step": step, "sha256": files}, fh)
         for f in (*files, MANIFEST):
@@ -124,7 +115,7 @@ def verify(path: Path) -> Checkpoint | None:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         for name, digest in manifest["sha256"].items():
-            if _sha256(path / name) != digest:
+            if sha256_file(path / name) != digest:
                 return None
         return Checkpoint(path, int(manifest["epoch"]), int(manifest.get("step", 0)))
     except (OSError, ValueError, KeyError, TypeError):

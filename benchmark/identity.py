@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import ROLES, RunConfig
+from benchmark.io import sha256_file
 from benchmark.settings import NOT_OUTCOME
 from benchmark.specs import ModelOptions
 
@@ -68,11 +69,7 @@ def file_digest(path: str | Path) -> str:
 
 @cache
 def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _weights_identity(option: object) -> object:

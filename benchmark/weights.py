@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import pickle
 import socket
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from benchmark.errors import BenchmarkError
+from benchmark.io import sha256_file
 
 HUB_HOST = ("huggingface.co", 443)
 FROM_SCRATCH = "from scratch"
@@ -169,11 +169,7 @@ def pretrained_state(
 def describe_file(path: str | Path) -> str:
     """'NAME (sha256 DIGEST)': a weights file named by its content, not its location."""
     path = Path(path).expanduser()
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return f"{path.name} (sha256 {digest.hexdigest()})"
+    return f"{path.name} (sha256 {sha256_file(path)})"
 
 
 def is_caffe_npy(option: bool | str) -> bool:
