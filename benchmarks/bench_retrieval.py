@@ -27,13 +27,15 @@ vary by 50%, and the fastest of many is what the step costs when nothing interfe
 process CPU time of each step (all threads' work, not the waits for a core; spinning
 threads count) is printed as a ratio too: on a busy machine it varies less than wall time.
 Before timing, ours runs once, so a first-use measurement of the strategy is not timed
-(the line 'plan' says whether the choice was measured now or read from the cache). Peak
-memory is the growth of the process's peak RSS (VmHWM, reset through
-/proc/self/clear_refs) over its RSS before the step's first run, so it includes BLAS and
-faiss buffers (blocks of 1 MiB and more are mapped, so one step's freed buffers cannot
-hide the next step's allocations). --breakdown also measures, per chunk size, the CPU time
-of one product on one thread and on all threads and of the post-processing of its scores
-on one thread: where the time goes.
+(the line 'plan' says whether the choice was measured now or read from the cache). Steps
+are timed with the allocator as users have it (freed memory is reused). The floor's
+buffer is allocated by its first run and reused by the timed ones, so the floor is the
+arithmetic alone. Peak memory is measured in a separate process: the growth of its peak
+RSS (VmHWM, reset through /proc/self/clear_refs) over its RSS before the step's first run,
+so it includes BLAS and faiss buffers (there blocks of 1 MiB and more are mapped, so one
+step's freed buffers cannot hide the next step's allocations). --breakdown also
+measures, per chunk size, the CPU time of one product on one thread and on all threads
+and of the post-processing of its scores on one thread: where the time goes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import ctypes
 import ctypes.util
 import gc
 import math
+import multiprocessing
 import os
 import re
 import sys
@@ -64,7 +67,13 @@ from benchmark.retrieval import (  # noqa: E402
     faiss_available,
     search,
 )
-from benchmark.retrieval_plans import STRATEGIES, plan_cache_path  # noqa: E402
+from benchmark.retrieval_plans import (  # noqa: E402
+    STRATEGIES,
+    machine_key,
+    plan_cache_path,
+    read_cache,
+    size_key,
+)
 
 STATUS = Path("/proc/self/status")
 QUICK_S = 1.0  # steps shorter than this are timed as their fastest run within QUICK_S of runs
@@ -123,15 +132,24 @@ def descriptors(
     return queries, refs, np.arange(n)
 
 
-def gemm_floor(q: torch.Tensor, r: torch.Tensor, buffer_bytes: int) -> None:
-    """All Q x R scores by plain matrix products into a reused output buffer."""
-    rows = max(1, min(len(q), buffer_bytes // (len(r) * 4)))
-    out = torch.empty(rows, len(r))
-    rt = r.T
-    with torch.inference_mode():
-        for s in range(0, len(q), rows):
-            block = q[s : s + rows]
-            torch.mm(block, rt, out=out[: len(block)])
+class GemmFloor:
+    """All Q x R scores by plain matrix products into one output buffer, allocated by the
+    first call (the peak-memory run) and reused by every timed run: the arithmetic alone,
+    with none of the page faults of a fresh buffer."""
+
+    def __init__(self, q: torch.Tensor, r: torch.Tensor, buffer_bytes: int) -> None:
+        self.q, self.r = q, r
+        self.rows = max(1, min(len(q), buffer_bytes // (len(r) * 4)))
+        self.out: torch.Tensor | None = None
+
+    def __call__(self) -> None:
+        if self.out is None:
+            self.out = torch.empty(self.rows, len(self.r))
+        rt = self.r.T
+        with torch.inference_mode():
+            for s in range(0, len(self.q), self.rows):
+                block = self.q[s : s + self.rows]
+                torch.mm(block, rt, out=self.out[: len(block)])
 
 
 def reference_style(q: np.ndarray, r: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -191,41 +209,73 @@ def _range(values: list[float], fmt: str) -> str:
     return format(lo, fmt) if len(values) == 1 else f"{lo:{fmt}}-{hi:{fmt}}"
 
 
-def bench_scale(n: int, d: int, args: argparse.Namespace) -> None:
-    """Time every step over args.rounds rounds and print ranges, ratios and peak memory."""
+def build_steps(
+    n: int, d: int, args: argparse.Namespace
+) -> tuple[dict[str, Callable[[], object]], np.ndarray, np.ndarray, np.ndarray]:
+    """The steps timed at scale NxD, and the descriptors they search (queries, references,
+    true matches)."""
     q_np, r_np, pos = descriptors(n, d, seed=0, noise=args.noise)
     q, r = torch.from_numpy(q_np), torch.from_numpy(r_np)
     memory = args.memory_mb * 2**20
-    gflop = 2.0 * n * n * d / 1e9
     cap = one_percent_k(n)
 
     def ours(backend: str = "torch", strategy: str = "auto") -> Callable[[], object]:
         return lambda: search(q, r, pos, 10, cap, backend, memory, strategy)
 
-    steps: dict[str, Callable[[], object]] = {"floor": lambda: gemm_floor(q, r, memory)}
+    steps: dict[str, Callable[[], object]] = {"floor": GemmFloor(q, r, memory)}
     steps["ours"] = ours()
     if args.strategies:
         steps.update({name: ours(strategy=name) for name in STRATEGIES})
     if "faiss" in args.backends and faiss_available():
         steps["faiss"] = ours("faiss")
-    ref_gb = 2 * n * n * 4 / 2**30  # the matrix and its 2 - 2x temporary
-    if ref_gb <= args.reference_max_gb:
+    if reference_gib(n) <= args.reference_max_gb:
         steps["reference"] = lambda: reference_style(q_np, r_np, pos)
+    return steps, q_np, r_np, pos
+
+
+def reference_gib(n: int) -> float:
+    """Memory of the reference style's distance matrix and its 2 - 2x temporary."""
+    return 2 * n * n * 4 / 2**30
+
+
+def step_peaks(n: int, d: int, args: argparse.Namespace) -> dict[str, float | None]:
+    """Peak memory of every step at NxD (run in a fresh process: its allocator maps blocks
+    of 1 MiB and more, so one step's freed buffers cannot hide the next step's allocations,
+    while the timing process keeps the allocator as users have it)."""
+    if LIBC is not None:
+        LIBC.mallopt(M_MMAP_THRESHOLD, 2**20)
+    steps = build_steps(n, d, args)[0]
+    return {name: peak_growth_mib(fn) for name, fn in steps.items()}
+
+
+def bench_scale(n: int, d: int, args: argparse.Namespace) -> None:
+    """Time every step over args.rounds rounds and print ranges, ratios and peak memory."""
+    steps, q_np, r_np, pos = build_steps(n, d, args)
+    q, r = torch.from_numpy(q_np), torch.from_numpy(r_np)
+    memory = args.memory_mb * 2**20
+    gflop = 2.0 * n * n * d / 1e9
 
     start = time.perf_counter()
-    found = search(q, r, pos, 10, cap, "torch", memory)  # measures the strategy if not cached
+    found = search(q, r, pos, 10, one_percent_k(n), "torch", memory)  # measures the strategy
     first_s = time.perf_counter() - start
     print(f"\n{n:,} x {n:,} x {d:,} ({gflop:,.0f} GFLOP), memory budget {args.memory_mb} MiB")
     print(f"  plan: {found.plan.describe()}; first call {first_s:.2f} s (not timed below)")
+    trial = read_cache().get(machine_key(torch.get_num_threads()), {})
+    seconds = trial.get(size_key(n, n, d, memory), {}).get("seconds", {})
+    if seconds:
+        best = min(seconds.values())
+        relative = ", ".join(f"{name} {t / best:.2f}" for name, t in sorted(seconds.items()))
+        print(f"  plan trial on this machine (x fastest): {relative}")
     top10 = float(np.mean(found.ranks < 10) * 100)
     print(f"  true match in the top-10 for {top10:.1f}% of queries (noise {args.noise})")
     if "reference" in steps:
         agree = float(np.mean(found.ranks == reference_style(q_np, r_np, pos)) * 100)
         print(f"  ours ranks equal reference-style ranks for {agree:.2f}% of queries")
     else:
-        print(f"  reference skipped: it needs a {ref_gb:.1f} GiB distance matrix")
+        print(f"  reference skipped: it needs a {reference_gib(n):.1f} GiB distance matrix")
 
-    peaks = {name: peak_growth_mib(fn) for name, fn in steps.items()}
+    with multiprocessing.get_context("spawn").Pool(1) as child:
+        peaks = child.apply(step_peaks, (n, d, args))
     times: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}
     loads = []
@@ -288,8 +338,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=0.05, help="query noise per dimension")
     args = ap.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
-    if LIBC is not None:  # a fixed threshold: buffers freed by one step never serve the next
-        LIBC.mallopt(M_MMAP_THRESHOLD, 2**20)
     print(machine_line())
     print(f"strategy cache: {plan_cache_path()}")
     for scale in args.scales.split(","):
