@@ -9,7 +9,9 @@ memory budget: memory is the descriptors, the chunks in flight and N x k results
 from __future__ import annotations
 
 import math
+import os
 import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,6 +127,22 @@ def _search_cuda(
 
 Results = tuple[np.ndarray, np.ndarray, np.ndarray]  # ranks, top-k scores, top-k ids
 
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
+_POOL_LOCK = threading.Lock()
+
+
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of at least THREADS search threads, kept from one search to the
+    next: starting threads, and each new thread's first BLAS call, cost a small search a
+    large share of its time. A forked child makes its own. A pool replaced by a larger one
+    serves the searches that hold it, and its threads end once none does."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < threads:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="cvgl-retrieval")
+            _POOL = (os.getpid(), threads, pool)
+        return _POOL[2]
+
 
 def _products(
     queries: torch.Tensor,
@@ -151,7 +169,7 @@ def _products(
         out[0][s:e], out[1][s:e], out[2][s:e] = found
 
     def workers(plan: CpuPlan, start: int, stop: int) -> None:
-        count = min(plan.threads, -(-(stop - start) // plan.rows))
+        count = min(plan.workers, -(-(stop - start) // plan.rows))
         starts: queue.SimpleQueue[int] = queue.SimpleQueue()
         for s in range(start, stop, plan.rows):
             starts.put(s)
@@ -170,19 +188,20 @@ def _products(
                     torch.mm(queries[s:e], refs.T, out=sim[:, :m])
                     store(s, e, _chunk_results(sim, positives[s:e], k, size))
 
-        with ThreadPoolExecutor(count) as pool:
-            for job in [pool.submit(work) for _ in range(count)]:
-                job.result()
+        pool = thread_pool(count)
+        for job in [pool.submit(work) for _ in range(count)]:
+            job.result()
 
     def shared(plan: CpuPlan, start: int, stop: int) -> None:
         buffer = scores_buffer(plan.rows)
 
         def post(sim: torch.Tensor, s: int) -> None:
+            torch.set_num_threads(1)
             with torch.inference_mode():
                 store(s, s + len(sim), _chunk_results(sim, positives[s : s + len(sim)], k, size))
 
-        single = {"initializer": torch.set_num_threads, "initargs": (1,)}
-        with ThreadPoolExecutor(plan.threads, **single) as pool, torch.inference_mode():
+        pool = thread_pool(plan.threads)
+        with torch.inference_mode():
             for s in range(start, stop, plan.rows):
                 e = min(s + plan.rows, stop)
                 sim = buffer[: e - s]

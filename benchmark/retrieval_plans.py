@@ -2,20 +2,23 @@
 
 Two strategies compute the same scores and results:
 
-  workers  one worker per torch thread, each running single-threaded products of up to
-           CHUNK_ROWS queries and post-processing its own chunks (the cores never wait on
-           each other; suits CPUs whose single-threaded GEMM is as fast per core)
+  workers  W workers, each running products of up to CHUNK_ROWS queries on threads / W
+           threads and post-processing its own chunks (the workers never wait on each
+           other). The plans range from one single-threaded worker per thread (suits CPUs
+           whose single-threaded GEMM is as fast per core) to two workers of half the
+           threads each (fewer, larger products: on many cores, fewer re-reads of the
+           references and fewer workers to keep busy on a small search)
   shared   one product of up to SHARED_ROWS queries using every thread, then the
            post-processing of its rows split over the threads (suits CPUs where the
            threads of one GEMM share cache better than independent GEMMs do)
 
-Which is faster depends on the CPU, its caches and BLAS, and the sizes. The first search
-at a size bucket on a machine times both on the same queries (alternating, the fastest
-sample of each kept) and caches the choice in ``<cache>/retrieval-plans.json``, keyed by
-CPU model, torch threads, torch version and BLAS, and the sizes rounded to powers of two;
-later searches read it. A choice measured while the load average exceeded the CPU count
-is provisional and measured again on a quieter first call. Delete the file to measure
-again.
+Which is fastest depends on the CPU, its cores, caches and BLAS, and the sizes. The first
+search at a size bucket on a machine times every plan on the same queries (alternating,
+the fastest sample of each kept) and caches the choice in
+``<cache>/retrieval-plans.json``, keyed by CPU model, torch threads, torch version and
+BLAS, and the sizes rounded to powers of two; later searches read it. A choice measured
+while the load average exceeded the CPU count is provisional and measured again on a
+quieter first call. Delete the file to measure again.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ TRIAL_MIN_GFLOP = 0.5  # smaller searches take the default: a trial would cost m
 TRIAL_SECONDS = 0.2  # each strategy is timed until its samples add up to this (or MAX_SAMPLES)
 MAX_SAMPLES = 6
 LONG_SAMPLE_S = 0.5  # one sample each suffices when a sample takes this long
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class CpuPlan:
-    """One way to run the search: STRATEGY, queries per product, concurrent threads.
+    """One way to run the search: STRATEGY, queries per product, how many products run at
+    once (WORKERS; 1 for shared) and the THREADS used in all.
 
     ``source`` says how it was chosen: 'measured' (timed now), 'cached' (timed by an
     earlier search on this machine), 'default' (too small to time) or 'forced'.
@@ -56,12 +60,23 @@ class CpuPlan:
 
     strategy: str
     rows: int
+    workers: int
     threads: int
     source: str = "forced"
 
+    @property
+    def name(self) -> str:
+        """What the cache calls it: the strategy, and for workers how many run at once."""
+        return self.strategy if self.strategy == "shared" else f"workers x{self.workers}"
+
     def describe(self) -> str:
         """One line for logs and benchmark output."""
-        return f"{self.strategy} ({self.rows} rows x {self.threads} threads, {self.source})"
+        if self.strategy == "shared":
+            how = f"{self.rows} rows x {self.threads} threads"
+        else:
+            each = max(1, self.threads // self.workers)
+            how = f"{self.workers} x {self.rows} rows, {each} thread{'s' * (each > 1)} each"
+        return f"{self.strategy} ({how}, {self.source})"
 
 
 def torch_chunk_rows(num_refs: int, memory_bytes: int, workers: int = 1) -> int:
@@ -77,15 +92,21 @@ def even_rows(n: int, most: int, parts: int = 1) -> int:
 
 
 def candidate_plans(n: int, width: int, memory_bytes: int, threads: int) -> dict[str, CpuPlan]:
-    """Both strategies for N queries against WIDTH (padded) references within MEMORY_BYTES."""
-    workers = max(1, min(threads, memory_bytes // (width * BYTES_PER_SCORE * MIN_WORKER_ROWS)))
-    most = min(CHUNK_ROWS, torch_chunk_rows(width, memory_bytes, workers))
-    rows = even_rows(n, most, workers)
+    """Every plan for N queries against WIDTH (padded) references within MEMORY_BYTES on
+    THREADS threads, by name: workers, as many as the threads and the memory allow, then
+    half as many (with twice the threads each) down to two; and shared. The first is the
+    one that `strategy='workers'` forces."""
+    counts = [max(1, min(threads, memory_bytes // (width * BYTES_PER_SCORE * MIN_WORKER_ROWS)))]
+    while counts[-1] // 2 >= 2:
+        counts.append(counts[-1] // 2)
+    plans = {}
+    for count in counts:
+        rows = even_rows(n, min(CHUNK_ROWS, torch_chunk_rows(width, memory_bytes, count)), count)
+        plan = CpuPlan("workers", rows, min(count, -(-n // rows)), threads)
+        plans.setdefault(plan.name, plan)
     shared = even_rows(n, min(SHARED_ROWS, torch_chunk_rows(width, memory_bytes)))
-    return {
-        "workers": CpuPlan("workers", rows, min(workers, -(-n // rows))),
-        "shared": CpuPlan("shared", shared, threads),
-    }
+    plans["shared"] = CpuPlan("shared", shared, 1, threads)
+    return plans
 
 
 def machine_key(threads: int) -> str:
@@ -129,26 +150,26 @@ def busy() -> bool:
     return load is not None and load > (os.cpu_count() or 1)
 
 
-def cached_strategy(machine: str, sizes: str) -> str | None:
-    """The strategy measured earlier for MACHINE and SIZES, or None. A choice measured
-    while the machine was busy is provisional: it is measured again once it is not."""
+def cached_plan(machine: str, sizes: str) -> str | None:
+    """The name of the plan measured earlier for MACHINE and SIZES, or None. A choice
+    measured while the machine was busy is provisional: it is measured again once it is not."""
     entries = read_cache().get(machine)
     entry = entries.get(sizes) if isinstance(entries, dict) else None
     if not isinstance(entry, dict) or (entry.get("busy") and not busy()):
         return None
-    strategy = entry.get("strategy")
-    return strategy if strategy in STRATEGIES else None
+    name = entry.get("plan")
+    return name if isinstance(name, str) else None
 
 
-def remember(machine: str, sizes: str, strategy: str, seconds: dict[str, float]) -> None:
+def remember(machine: str, sizes: str, name: str, seconds: dict[str, float]) -> None:
     """Add one measured choice to the cache; a cache that cannot be written only warns."""
     plans = read_cache()
     if not isinstance(plans.get(machine), dict):
         plans[machine] = {}
     load = load_average()
     plans[machine][sizes] = {
-        "strategy": strategy,
-        "seconds": {name: round(s, 6) for name, s in seconds.items()},
+        "plan": name,
+        "seconds": {plan: round(s, 6) for plan, s in seconds.items()},
         "load_average": None if load is None else round(load, 2),
         "busy": busy(),
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -169,13 +190,11 @@ Runner = Callable[[CpuPlan, int, int], None]  # run(plan, start, stop): queries 
 
 def probe_rows(plans: dict[str, CpuPlan], n: int) -> int:
     """Queries a trial times: enough for one chunk of every worker of every plan."""
-    return min(
-        n, max(p.rows * (p.threads if p.strategy == "workers" else 1) for p in plans.values())
-    )
+    return min(n, max(p.rows * p.workers for p in plans.values()))
 
 
 def measure(plans: dict[str, CpuPlan], run: Runner, probe: int) -> tuple[str, dict[str, float]]:
-    """Time every plan on the first PROBE queries, alternating (A B B A ...); return the
+    """Time every plan on the first PROBE queries, alternating (A B C C B A ...); return the
     fastest by its best sample and every plan's best. The winner ran those queries last."""
     names = list(plans)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -209,14 +228,16 @@ def choose(
     cache or measures; a strategy name forces it."""
     if strategy not in ("auto", *STRATEGIES):
         raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, not {strategy!r}")
+    most_workers = next(iter(plans.values()))
     if strategy != "auto":
-        return replace(plans[strategy], source="forced"), 0
+        forced = most_workers if strategy == "workers" else plans[strategy]
+        return replace(forced, source="forced"), 0
     n, m, d = sizes
     if 2.0 * n * m * d / 1e9 < TRIAL_MIN_GFLOP:
-        return replace(plans["workers"], source="default"), 0
+        return replace(most_workers, source="default"), 0
     machine, bucket = machine_key(threads), size_key(n, m, d, memory_bytes)
-    cached = cached_strategy(machine, bucket)
-    if cached is not None:
+    cached = cached_plan(machine, bucket)
+    if cached in plans:  # a plan these sizes no longer offer is measured again
         return replace(plans[cached], source="cached"), 0
     probe = probe_rows(plans, n)
     winner, best = measure(plans, run, probe)

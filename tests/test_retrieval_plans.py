@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import retrieval_plans
+from benchmark import retrieval, retrieval_plans
 from benchmark.retrieval import search
 from benchmark.retrieval_plans import (
     BYTES_PER_SCORE,
@@ -70,10 +72,22 @@ def test_every_plan_keeps_its_chunks_within_the_memory_budget(
 ) -> None:
     width = 20_000
     for plan in candidate_plans(50_000, width, memory_bytes, threads).values():
-        concurrent = plan.threads if plan.strategy == "workers" else 1
         if plan.rows > 1:  # a single query row is the least any plan can hold
-            assert plan.rows * concurrent * width * BYTES_PER_SCORE <= memory_bytes
-        assert plan.threads <= threads
+            assert plan.rows * plan.workers * width * BYTES_PER_SCORE <= memory_bytes
+        assert plan.workers <= plan.threads == threads
+
+
+def test_many_cores_are_offered_fewer_workers_with_more_threads_each() -> None:
+    plans = candidate_plans(8884, 8884, 512 * 2**20, 16)
+    assert list(plans) == ["workers x16", "workers x8", "workers x4", "workers x2", "shared"]
+    assert [p.rows for p in plans.values()] == [278, 556, 741, 889, 1777]
+    assert all(p.threads == 16 for p in plans.values())
+    assert plans["workers x4"].describe() == "workers (4 x 741 rows, 4 threads each, forced)"
+    # a budget for 3 concurrent chunks of 128 rows: 3 workers share the 16 threads
+    tight = candidate_plans(8884, 8884, 3 * 128 * 8884 * BYTES_PER_SCORE, 16)
+    # at most 128 rows each: 8,884 in 72 equal chunks; shared at most 384: in 24
+    expected = [("workers x3", 124), ("shared", 371)]
+    assert [(p.name, p.rows) for p in tight.values()] == expected
 
 
 def test_the_measured_choice_is_cached_reused_and_remeasured_for_other_sizes(
@@ -88,19 +102,19 @@ def test_the_measured_choice_is_cached_reused_and_remeasured_for_other_sizes(
     (machine,) = entries
     assert str(torch.get_num_threads()) + " threads" in machine
     (sizes,) = entries[machine]
-    assert entries[machine][sizes]["strategy"] == first.plan.strategy
-    assert set(entries[machine][sizes]["seconds"]) == set(STRATEGIES)
+    assert entries[machine][sizes]["plan"] == first.plan.name
+    assert set(entries[machine][sizes]["seconds"]) == {"workers x2", "shared"}
 
     def no_trial(*args: object) -> None:
         raise AssertionError("measured again although the choice was cached")
 
     measure = retrieval_plans.measure
     monkeypatch.setattr(retrieval_plans, "measure", no_trial)
-    for strategy in STRATEGIES:  # whatever the cache says is what runs
-        entries[machine][sizes]["strategy"] = strategy
-        cache.write_text(json.dumps({"version": 1, "plans": entries}))
+    for name in ("workers x2", "shared"):  # whatever the cache says is what runs
+        entries[machine][sizes]["plan"] = name
+        cache.write_text(json.dumps({"version": retrieval_plans.CACHE_VERSION, "plans": entries}))
         again = _search(q, r, pos)
-        assert (again.plan.strategy, again.plan.source) == (strategy, "cached")
+        assert (again.plan.name, again.plan.source) == (name, "cached")
         np.testing.assert_array_equal(again.ranks, expected)
 
     monkeypatch.setattr(retrieval_plans, "measure", measure)
@@ -109,6 +123,35 @@ def test_the_measured_choice_is_cached_reused_and_remeasured_for_other_sizes(
     assert other.plan.source == "measured"
     np.testing.assert_array_equal(other.ranks, full_matrix(q2, r2, pos2)[0])
     assert len(json.loads(cache.read_text())["plans"][machine]) == 2
+
+
+def test_every_plan_on_four_threads_gives_exact_ranks_and_topk(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        q, r, pos = integer_descriptors(700, 311, 8, seed=6)
+        ranks, sim = full_matrix(q, r, pos)
+        first = _search(q, r, pos)
+        entries = json.loads(cache.read_text())["plans"]
+        (machine,) = entries
+        (sizes,) = entries[machine]
+        names = set(entries[machine][sizes]["seconds"])
+        assert names == {"workers x4", "workers x2", "shared"}  # every plan was timed
+        np.testing.assert_array_equal(first.ranks, ranks)
+        for name in names:
+            entries[machine][sizes]["plan"] = name
+            version = retrieval_plans.CACHE_VERSION
+            cache.write_text(json.dumps({"version": version, "plans": entries}))
+            found = _search(q, r, pos)
+            assert (found.plan.name, found.plan.source) == (name, "cached")
+            np.testing.assert_array_equal(found.ranks, ranks)
+            np.testing.assert_array_equal(found.topk_scores, -np.sort(-sim, axis=1)[:, :5])
+            np.testing.assert_array_equal(np.take_along_axis(sim, found.topk, 1), found.topk_scores)
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_damaged_or_unwritable_cache_only_costs_a_new_measurement(
@@ -169,3 +212,33 @@ def test_an_unknown_strategy_is_named_in_the_error() -> None:
     q, r, pos = integer_descriptors(5, 4, 2, seed=0)
     with pytest.raises(ValueError, match="not 'fastest'"):
         _search(q, r, pos, strategy="fastest")
+
+
+def _search_matches_full_matrix(seed: int) -> bool:
+    q, r, pos = integer_descriptors(300, 200, 8, seed=seed)
+    found = _search(q, r, pos, strategy="workers")
+    return bool(np.array_equal(found.ranks, full_matrix(q, r, pos)[0]))
+
+
+def test_searches_reuse_their_threads_and_a_forked_child_gets_its_own(
+    two_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used: list[set[threading.Thread]] = []
+    post = retrieval._chunk_results
+
+    def recorded(*args: object) -> object:
+        used[-1].add(threading.current_thread())
+        return post(*args)
+
+    monkeypatch.setattr(retrieval, "_chunk_results", recorded)
+    used.append(set())
+    assert _search_matches_full_matrix(seed=7)
+    kept = set(threading.enumerate())
+    used.append(set())
+    assert _search_matches_full_matrix(seed=8)
+    assert used[1] and used[1] <= kept - {threading.current_thread()}  # threads kept between
+    assert set(threading.enumerate()) == kept  # and none started for the second search
+    # a child forked after the parent's threads exist has none of them: it must start its own
+    monkeypatch.undo()
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        assert child.apply_async(_search_matches_full_matrix, (9,)).get(timeout=120)
