@@ -118,6 +118,9 @@ def test_the_measured_choice_is_cached_reused_and_remeasured_for_other_sizes(
         np.testing.assert_array_equal(again.ranks, expected)
 
     monkeypatch.setattr(retrieval_plans, "measure", measure)
+    entries[machine][sizes]["plan"] = "workers x64"  # a plan these sizes do not offer
+    cache.write_text(json.dumps({"version": retrieval_plans.CACHE_VERSION, "plans": entries}))
+    assert _search(q, r, pos).plan.source == "measured"
     q2, r2, pos2 = wide_integer_descriptors(600, 1200, 16, seed=2)  # 4x the references
     other = _search(q2, r2, pos2)
     assert other.plan.source == "measured"
