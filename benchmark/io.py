@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import platform
@@ -97,8 +98,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("CVGL_BENCHMARK_CACHE") or Path.home() / ".cache" / "cvgl-benchmark")
 
 
+@functools.cache
 def cpu_model() -> str:
-    """The CPU's model name as the operating system reports it."""
+    """The CPU's model name as the operating system reports it (read once a process: every
+    CPU retrieval keys its plan by it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
