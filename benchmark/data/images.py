@@ -119,6 +119,14 @@ def decode_jpeg_bytes(
         return decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
 
 
+def _contents(fh: BinaryIO) -> bytearray:
+    """The bytes of the open file FH, read once into a buffer of its size (those it gave,
+    should it have shrunk since)."""
+    data = bytearray(os.fstat(fh.fileno()).st_size)
+    del data[fh.readinto(data) or 0 :]
+    return data
+
+
 def _whole_jpeg(data: bytearray) -> np.ndarray | None:
     """DATA, a JPEG file, decoded at full size straight into a read-only HxWx3 array (one
     decode, no repack: PIL would decode into 4 bytes a pixel and repack); None when it
@@ -143,8 +151,7 @@ def decode_image(path: str | Path, least: tuple[int, int] | None = None) -> np.n
         with open_regular(path) as fh:
             source: BinaryIO = fh
             if least is None:
-                data = bytearray(os.fstat(fh.fileno()).st_size)
-                del data[fh.readinto(data) or 0 :]  # a file that shrank since its stat
+                data = _contents(fh)
                 if data[:3] == JPEG_MAGIC and (image := _whole_jpeg(data)) is not None:
                     return image
                 source = io.BytesIO(data)
@@ -173,7 +180,7 @@ def read_bytes(path: str | Path) -> torch.Tensor:
     """The bytes of file PATH as a uint8 tensor (decoded later, on the device)."""
     try:
         with open_regular(path) as fh:
-            return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
+            return torch.frombuffer(_contents(fh), dtype=torch.uint8)
     except FileNotFoundError:
         raise _open_error(path, "does not exist") from None
     except OSError as exc:
