@@ -28,14 +28,17 @@ process CPU time of each step (all threads' work, not the waits for a core; spin
 threads count) is printed as a ratio too: on a busy machine it varies less than wall time.
 Before timing, ours runs once, so a first-use measurement of the strategy is not timed
 (the line 'plan' says whether the choice was measured now or read from the cache). Steps
-are timed with the allocator as users have it (freed memory is reused). The floor's
-buffer is allocated by its first run and reused by the timed ones, so the floor is the
-arithmetic alone. Peak memory is measured in a separate process: the growth of its peak
-RSS (VmHWM, reset through /proc/self/clear_refs) over its RSS before the step's first run,
-so it includes BLAS and faiss buffers (there blocks of 1 MiB and more are mapped, so one
-step's freed buffers cannot hide the next step's allocations). --breakdown also
-measures, per chunk size, the CPU time of one product on one thread and on all threads
-and of the post-processing of its scores on one thread: where the time goes.
+are timed with the allocator as users have it. The floor's buffer is allocated by its
+first run and reused by the timed ones, so the floor is the arithmetic alone. The minor
+page faults of each timed run are printed too: each is a page of fresh memory the kernel
+maps and zeroes (glibc often hands a large block that a worker thread frees back to the
+kernel, and the next search faults it in again). Peak memory is measured in a separate
+process: the growth of its peak RSS (VmHWM, reset through /proc/self/clear_refs) over its
+RSS before the step's first run, so it includes BLAS and faiss buffers (there blocks of 1
+MiB and more are mapped, so one step's freed buffers cannot hide the next step's
+allocations). --breakdown also measures, per chunk size, the CPU time of one product on
+one thread and on all threads and of the post-processing of its scores on one thread:
+where the time goes.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import math
 import multiprocessing
 import os
 import re
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -102,17 +106,22 @@ def peak_growth_mib(fn: Callable[[], object]) -> float | None:
     return None if base is None else (_status_kib("VmHWM") - base) / 1024
 
 
-def timed(fn: Callable[[], object], cpu: bool = False) -> tuple[float, float]:
-    """Wall and process CPU seconds of FN's fastest run (by wall time, or by CPU time with
-    CPU): one run when it takes QUICK_S or more, else runs until QUICK_S has been spent
-    (MIN_RUNS to MAX_RUNS). CPU time counts the work of every thread, not the waiting for a
-    core."""
-    best = (float("inf"), float("inf"))
+def minor_faults() -> int:
+    """This process's minor page faults so far: each is a fresh page mapped and zeroed."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed(fn: Callable[[], object], cpu: bool = False) -> tuple[float, float, int]:
+    """Wall and process CPU seconds and minor page faults of FN's fastest run (by wall
+    time, or by CPU time with CPU): one run when it takes QUICK_S or more, else runs until
+    QUICK_S has been spent (MIN_RUNS to MAX_RUNS). CPU time counts the work of every thread,
+    not the waiting for a core."""
+    best = (float("inf"), float("inf"), 0)
     spent, runs = 0.0, 0
     while runs < MIN_RUNS or (spent < QUICK_S and runs < MAX_RUNS):
-        wall, used = time.perf_counter(), time.process_time()
+        wall, used, faults = time.perf_counter(), time.process_time(), minor_faults()
         fn()
-        run = (time.perf_counter() - wall, time.process_time() - used)
+        run = (time.perf_counter() - wall, time.process_time() - used, minor_faults() - faults)
         best = min(best, run, key=lambda t: t[1] if cpu else t[0])
         spent, runs = spent + run[0], runs + 1
         if run[0] >= QUICK_S:
@@ -206,8 +215,8 @@ def machine_line() -> str:
 
 
 def _range(values: list[float], fmt: str) -> str:
-    lo, hi = min(values), max(values)
-    return format(lo, fmt) if len(values) == 1 else f"{lo:{fmt}}-{hi:{fmt}}"
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def build_steps(
@@ -280,19 +289,21 @@ def bench_scale(n: int, d: int, args: argparse.Namespace) -> None:
     steps["floor"]()  # its buffer: a step of a second or more is timed by one run
     times: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}
+    faults: dict[str, list[int]] = {name: [] for name in steps}
     loads = []
     names = list(steps)
     for turn in range(args.rounds):
         shift = turn % len(names)
         for name in names[shift:] + names[:shift]:
-            wall, used = timed(steps[name])
+            wall, used, fresh = timed(steps[name])
             times[name].append(wall)
             cpu[name].append(used)
+            faults[name].append(fresh)
         loads.append(os.getloadavg()[0])
 
     floor = times["floor"]
     head = f"{'step':20s} {'seconds':>13s}  {'x floor, per round':>22s}  {'CPU s x floor':>13s}"
-    print(f"  {head}  peak")
+    print(f"  {head}  {'page faults':>11s}  peak")
     for name in names:
         ratios = [t / f for t, f in zip(times[name], floor, strict=True)]
         cpu_x = np.median([c / f for c, f in zip(cpu[name], cpu["floor"], strict=True)])
@@ -301,7 +312,7 @@ def bench_scale(n: int, d: int, args: argparse.Namespace) -> None:
         print(
             f"  {label:20s} {_range(times[name], '.3f'):>13s}  "
             f"{_range(ratios, '.2f'):>12s} (med {np.median(ratios):.2f})  "
-            f"{f'med {cpu_x:.2f}':>13s}  {peak}"
+            f"{f'med {cpu_x:.2f}':>13s}  {_range(faults[name], ',d'):>11s}  {peak}"
         )
     print(f"  floor speed {_range([gflop / t for t in floor], '.0f')} GFLOP/s")
     ref = [t / o for t, o in zip(times.get("reference", []), times["ours"], strict=False)]
